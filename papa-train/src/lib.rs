@@ -1,1 +1,9 @@
-//! papa-train
+//! papa-train: population training on the CPU with PAPA.
+//!
+//! The data flows one way: [`data`] -> [`augment`] -> [`model`] (population-batched
+//! forward/backward) -> [`optim`] -> papa-core's rules -> one model.
+
+pub mod augment;
+pub mod data;
+pub mod model;
+pub mod optim;

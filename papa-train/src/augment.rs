@@ -1,0 +1,1 @@
+//! Per-member data augmentation and regularisation settings.

@@ -1,0 +1,1 @@
+//! Datasets: IDX and CSV loaders, validation split, per-member batching.

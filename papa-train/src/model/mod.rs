@@ -1,0 +1,1 @@
+//! Population-batched models: specification, parameter layout, forward and backward.

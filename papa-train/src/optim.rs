@@ -1,0 +1,1 @@
+//! SGD with momentum, weight decay and Nesterov; learning-rate schedules.
