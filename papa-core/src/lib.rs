@@ -3,4 +3,11 @@
 #![warn(missing_docs)]
 //! papa-core: PopulAtion Parameter Averaging over plain slices.
 
+mod error;
+pub mod layout;
 pub mod rng;
+
+pub use error::Error;
+
+/// How far the sum of averaging weights may stray from 1.
+pub const WEIGHT_SUM_TOLERANCE: f32 = 1e-4;

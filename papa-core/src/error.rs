@@ -1,0 +1,125 @@
+//! The one error type of papa-core: every bad input is reported, never panicked on.
+
+use core::fmt;
+
+/// What was wrong with an input, and where.
+///
+/// Every fallible function of papa-core returns this; none of them panics on bad input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Error {
+    /// A population, weight list or soup had no member.
+    EmptyPopulation,
+    /// A slice had the wrong length.
+    LengthMismatch {
+        /// Which argument was wrong (e.g. `"member"`, `"out"`, `"weights"`).
+        what: &'static str,
+        /// The index of the offending item when the argument is a list (e.g. the member).
+        index: Option<usize>,
+        /// The length that was needed.
+        expected: usize,
+        /// The length that was given.
+        found: usize,
+    },
+    /// A weight was negative (or NaN).
+    NegativeWeight {
+        /// Position of the weight.
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
+    /// The weights did not sum to 1 within [`WEIGHT_SUM_TOLERANCE`](crate::WEIGHT_SUM_TOLERANCE).
+    WeightsDoNotSumToOne {
+        /// Their sum.
+        sum: f32,
+    },
+    /// The PAPA gradual coefficient was outside `[0, 1]` (or NaN).
+    AlphaOutOfRange {
+        /// The value given.
+        alpha: f32,
+    },
+    /// A parent index of a PAPA-2 pair was not a member of the population.
+    PairOutOfRange {
+        /// The child whose pair was wrong.
+        child: usize,
+        /// The parent index given.
+        parent: usize,
+        /// The number of members.
+        members: usize,
+    },
+    /// Caller-provided scratch space was too small.
+    ScratchTooSmall {
+        /// Which scratch argument.
+        what: &'static str,
+        /// Elements needed.
+        needed: usize,
+        /// Elements given.
+        found: usize,
+    },
+    /// A NaN or infinity was found where finite values were required.
+    NonFinite {
+        /// The member (or list position) holding it.
+        member: usize,
+        /// Its index inside the member.
+        index: usize,
+    },
+    /// A parameter layout was malformed: a tensor overlapping the previous one, leaving a gap,
+    /// or whose shape does not match its length.
+    BadLayout {
+        /// Position of the offending tensor in the layout.
+        tensor: usize,
+    },
+    /// A shape argument was inconsistent (zero channels, activations not a multiple of the
+    /// channel count, ...).
+    BadShape {
+        /// Which argument.
+        what: &'static str,
+    },
+    /// A statistic needed to divide by was zero (e.g. a channel with no variance).
+    Degenerate {
+        /// Which quantity.
+        what: &'static str,
+        /// The channel or index concerned.
+        index: usize,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::EmptyPopulation => write!(f, "the population is empty"),
+            Error::LengthMismatch { what, index: Some(i), expected, found } => {
+                write!(f, "{what} {i} has length {found}, expected {expected}")
+            }
+            Error::LengthMismatch { what, index: None, expected, found } => {
+                write!(f, "{what} has length {found}, expected {expected}")
+            }
+            Error::NegativeWeight { index, value } => {
+                write!(f, "weight {index} is {value}: weights must be non-negative")
+            }
+            Error::WeightsDoNotSumToOne { sum } => {
+                write!(f, "weights sum to {sum}, expected 1")
+            }
+            Error::AlphaOutOfRange { alpha } => write!(f, "alpha {alpha} is outside [0, 1]"),
+            Error::PairOutOfRange { child, parent, members } => write!(
+                f,
+                "pair of child {child} names parent {parent}, but the population has {members} members"
+            ),
+            Error::ScratchTooSmall { what, needed, found } => {
+                write!(f, "scratch {what} holds {found} elements, {needed} needed")
+            }
+            Error::NonFinite { member, index } => {
+                write!(f, "member {member} holds a non-finite value at index {index}")
+            }
+            Error::BadLayout { tensor } => write!(
+                f,
+                "layout tensor {tensor} overlaps, leaves a gap or has a shape that does not match"
+            ),
+            Error::BadShape { what } => write!(f, "inconsistent shape: {what}"),
+            Error::Degenerate { what, index } => write!(f, "{what} is zero at {index}"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
