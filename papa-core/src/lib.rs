@@ -5,7 +5,10 @@
 
 mod error;
 pub mod layout;
+pub mod population;
 pub mod rng;
+pub mod rules;
+pub mod schedule;
 
 pub use error::Error;
 

@@ -27,7 +27,8 @@ impl Rng {
     /// An independent stream derived from this generator's seed and `stream` (e.g. a member
     /// index), without advancing `self`.
     pub fn fork(&self, stream: u64) -> Self {
-        let mut mixer = Rng::new(self.state ^ mix(stream.wrapping_add(1).wrapping_mul(GOLDEN_GAMMA)));
+        let mut mixer =
+            Rng::new(self.state ^ mix(stream.wrapping_add(1).wrapping_mul(GOLDEN_GAMMA)));
         Rng::new(mixer.next_u64())
     }
 

@@ -1,0 +1,397 @@
+//! The PAPA rules: weighted average, PAPA-all, PAPA gradual and PAPA-2.
+//!
+//! Every rule is one streaming pass: the members are walked in chunks of [`CHUNK`] columns;
+//! a chunk of every member is read once from memory, combined in f64 on the stack, and
+//! written once. No rule allocates; PAPA-2 takes its scratch space from the caller.
+
+use crate::layout::{Layout, Policy};
+use crate::population::{check_finite, Population, PopulationMut};
+use crate::rng::Rng;
+use crate::{Error, WEIGHT_SUM_TOLERANCE};
+use core::ops::Range;
+
+/// Columns processed per chunk. 512 f64 accumulators (4 KiB) sit on the stack, small enough
+/// for a microcontroller; P x 512 f32 of a chunk stay in L1/L2 for the write-back pass.
+pub const CHUNK: usize = 512;
+
+/// The averaging weights c_j of the members.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Weights<'a> {
+    /// c_j = 1/P.
+    Uniform,
+    /// One non-negative weight per member, summing to 1 within
+    /// [`WEIGHT_SUM_TOLERANCE`](crate::WEIGHT_SUM_TOLERANCE).
+    Given(&'a [f32]),
+}
+
+/// Options shared by the rules.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options<'a> {
+    /// How each tensor is combined (counters take the max). Without one, every entry is
+    /// averaged.
+    pub layout: Option<Layout<'a>>,
+    /// Scan the population for NaN and infinities before changing anything.
+    pub check_finite: bool,
+}
+
+/// The weighted average of the members, written to `out` (length N).
+///
+/// ```
+/// use papa_core::population::Contiguous;
+/// use papa_core::rules::{average, Options, Weights};
+/// let pop = [1.0f32, 2.0, 3.0, 6.0];
+/// let mut out = [0.0f32; 2];
+/// average(&Contiguous::new(&pop[..], 2)?, Weights::Given(&[0.75, 0.25]), &mut out, &Options::default())?;
+/// assert_eq!(out, [1.5, 3.0]);
+/// # Ok::<(), papa_core::Error>(())
+/// ```
+pub fn average<P: Population + ?Sized>(
+    pop: &P,
+    weights: Weights<'_>,
+    out: &mut [f32],
+    opts: &Options<'_>,
+) -> Result<(), Error> {
+    check_output(pop, out)?;
+    let combine = Combine::new(pop, weights, opts)?;
+    for_each_chunk(pop.member_len(), opts, |cols, policy| {
+        let acc = &mut [0.0f64; CHUNK][..cols.len()];
+        combine.reduce(pop, cols.clone(), policy, acc);
+        store(acc, &mut out[cols]);
+    });
+    Ok(())
+}
+
+/// PAPA-all: every member is replaced by the weighted average of the population.
+///
+/// ```
+/// use papa_core::population::Contiguous;
+/// use papa_core::rules::{papa_all, Options, Weights};
+/// let mut buf = [1.0f32, 3.0, 3.0, 5.0];
+/// papa_all(&mut Contiguous::new(&mut buf[..], 2)?, Weights::Uniform, &Options::default())?;
+/// assert_eq!(buf, [2.0, 4.0, 2.0, 4.0]);
+/// # Ok::<(), papa_core::Error>(())
+/// ```
+pub fn papa_all<P: PopulationMut + ?Sized>(
+    pop: &mut P,
+    weights: Weights<'_>,
+    opts: &Options<'_>,
+) -> Result<(), Error> {
+    let combine = Combine::new(pop, weights, opts)?;
+    for_each_chunk(pop.member_len(), opts, |cols, policy| {
+        let acc = &mut [0.0f64; CHUNK][..cols.len()];
+        combine.reduce(pop, cols.clone(), policy, acc);
+        for j in 0..pop.members() {
+            store(acc, &mut pop.member_mut(j)[cols.clone()]);
+        }
+    });
+    Ok(())
+}
+
+/// PAPA gradual: w_j <- alpha * w_j + (1 - alpha) * m, with m the weighted average.
+/// Counters (under a layout) take the max instead. See
+/// [`schedule::effective_alpha`](crate::schedule::effective_alpha) for lr scaling.
+///
+/// ```
+/// use papa_core::population::Contiguous;
+/// use papa_core::rules::{gradual, Options, Weights};
+/// let mut buf = [0.0f32, 4.0];
+/// gradual(&mut Contiguous::new(&mut buf[..], 2)?, Weights::Uniform, 0.75, &Options::default())?;
+/// assert_eq!(buf, [0.5, 3.5]);
+/// # Ok::<(), papa_core::Error>(())
+/// ```
+pub fn gradual<P: PopulationMut + ?Sized>(
+    pop: &mut P,
+    weights: Weights<'_>,
+    alpha: f32,
+    opts: &Options<'_>,
+) -> Result<(), Error> {
+    if !(0.0..=1.0).contains(&alpha) {
+        return Err(Error::AlphaOutOfRange { alpha });
+    }
+    let combine = Combine::new(pop, weights, opts)?;
+    let keep = f64::from(alpha);
+    let pull = 1.0 - keep;
+    for_each_chunk(pop.member_len(), opts, |cols, policy| {
+        let acc = &mut [0.0f64; CHUNK][..cols.len()];
+        combine.reduce(pop, cols.clone(), policy, acc);
+        for j in 0..pop.members() {
+            let w = &mut pop.member_mut(j)[cols.clone()];
+            match policy {
+                Policy::Average => {
+                    for (w, &m) in w.iter_mut().zip(acc.iter()) {
+                        *w = (keep * f64::from(*w) + pull * m) as f32;
+                    }
+                }
+                Policy::Max => store(acc, w),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Elements of scratch space [`papa2`] needs for a population of `members` x `member_len`.
+pub const fn papa2_scratch_len(members: usize, member_len: usize) -> usize {
+    let cols = if member_len < CHUNK {
+        member_len
+    } else {
+        CHUNK
+    };
+    members * cols
+}
+
+/// PAPA-2: child j <- (w_a + w_b) / 2 for `pairs[j] = (a, b)`, all computed from the OLD
+/// population. One pair per member; `scratch` holds at least
+/// [`papa2_scratch_len`] floats (a chunk of the old population, not a copy of it).
+/// Counters (under a layout) take the max of the two parents.
+///
+/// ```
+/// use papa_core::population::Contiguous;
+/// use papa_core::rules::{papa2, papa2_scratch_len, Options};
+/// let mut buf = [0.0f32, 2.0, 4.0];
+/// let mut scratch = [0.0f32; 3];
+/// assert_eq!(papa2_scratch_len(3, 1), 3);
+/// let pairs = [(1, 2), (0, 2), (0, 1)];
+/// papa2(&mut Contiguous::new(&mut buf[..], 3)?, &pairs, &mut scratch, &Options::default())?;
+/// assert_eq!(buf, [3.0, 2.0, 1.0]);
+/// # Ok::<(), papa_core::Error>(())
+/// ```
+pub fn papa2<P: PopulationMut + ?Sized>(
+    pop: &mut P,
+    pairs: &[(usize, usize)],
+    scratch: &mut [f32],
+    opts: &Options<'_>,
+) -> Result<(), Error> {
+    let (members, len) = (pop.members(), pop.member_len());
+    if pairs.len() != members {
+        return Err(Error::LengthMismatch {
+            what: "pairs",
+            index: None,
+            expected: members,
+            found: pairs.len(),
+        });
+    }
+    if let Some((child, &(a, b))) = pairs
+        .iter()
+        .enumerate()
+        .find(|(_, &(a, b))| a.max(b) >= members)
+    {
+        let parent = if a >= members { a } else { b };
+        return Err(Error::PairOutOfRange {
+            child,
+            parent,
+            members,
+        });
+    }
+    let needed = papa2_scratch_len(members, len);
+    if scratch.len() < needed {
+        return Err(Error::ScratchTooSmall {
+            what: "papa2",
+            needed,
+            found: scratch.len(),
+        });
+    }
+    check_common(pop, opts)?;
+    for_each_chunk(len, opts, |cols, policy| {
+        let width = cols.len();
+        for j in 0..members {
+            scratch[j * width..(j + 1) * width].copy_from_slice(&pop.member(j)[cols.clone()]);
+        }
+        for (j, &(a, b)) in pairs.iter().enumerate() {
+            let (wa, wb) = (
+                &scratch[a * width..(a + 1) * width],
+                &scratch[b * width..(b + 1) * width],
+            );
+            let child = &mut pop.member_mut(j)[cols.clone()];
+            for ((c, &x), &y) in child.iter_mut().zip(wa).zip(wb) {
+                *c = match policy {
+                    Policy::Average => ((f64::from(x) + f64::from(y)) * 0.5) as f32,
+                    Policy::Max => x.max(y),
+                };
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Draws one parent pair per entry of `out`, uniformly among the unordered pairs of distinct
+/// members, and without repetition while there are enough pairs (with 2 members every child
+/// gets (0, 1); with 1 member, (0, 0)). Each pair is returned as (smaller, larger).
+///
+/// ```
+/// use papa_core::rng::Rng;
+/// use papa_core::rules::draw_pairs;
+/// let mut pairs = [(0, 0); 4];
+/// draw_pairs(&mut Rng::new(1), 4, &mut pairs)?;
+/// assert!(pairs.iter().all(|&(a, b)| a < b && b < 4));
+/// # Ok::<(), papa_core::Error>(())
+/// ```
+pub fn draw_pairs(rng: &mut Rng, members: usize, out: &mut [(usize, usize)]) -> Result<(), Error> {
+    if members == 0 {
+        return Err(Error::EmptyPopulation);
+    }
+    let distinct_pairs = members * (members - 1) / 2;
+    let unique = distinct_pairs >= out.len();
+    for i in 0..out.len() {
+        out[i] = loop {
+            let pair = if members == 1 {
+                (0, 0)
+            } else {
+                let a = rng.below(members as u64) as usize;
+                let mut b = rng.below(members as u64 - 1) as usize;
+                if b >= a {
+                    b += 1;
+                }
+                (a.min(b), a.max(b))
+            };
+            if !unique || !out[..i].contains(&pair) {
+                break pair;
+            }
+        };
+    }
+    Ok(())
+}
+
+/// Validated averaging weights, ready for the streaming passes.
+struct Combine<'a> {
+    weights: Weights<'a>,
+    uniform: f64,
+}
+
+impl<'a> Combine<'a> {
+    fn new<P: Population + ?Sized>(
+        pop: &P,
+        weights: Weights<'a>,
+        opts: &Options<'_>,
+    ) -> Result<Self, Error> {
+        if let Weights::Given(w) = weights {
+            check_weights(w, pop.members())?;
+        }
+        check_common(pop, opts)?;
+        Ok(Self {
+            weights,
+            uniform: 1.0 / pop.members() as f64,
+        })
+    }
+
+    fn weight(&self, j: usize) -> f64 {
+        match self.weights {
+            Weights::Uniform => self.uniform,
+            Weights::Given(w) => f64::from(w[j]),
+        }
+    }
+
+    /// acc <- sum_j c_j w_j[cols] (or the max over members), in f64.
+    fn reduce<P: Population + ?Sized>(
+        &self,
+        pop: &P,
+        cols: Range<usize>,
+        policy: Policy,
+        acc: &mut [f64],
+    ) {
+        let first = &pop.member(0)[cols.clone()];
+        match policy {
+            Policy::Average => {
+                let c = self.weight(0);
+                for (a, &x) in acc.iter_mut().zip(first) {
+                    *a = c * f64::from(x);
+                }
+                for j in 1..pop.members() {
+                    let c = self.weight(j);
+                    for (a, &x) in acc.iter_mut().zip(&pop.member(j)[cols.clone()]) {
+                        *a += c * f64::from(x);
+                    }
+                }
+            }
+            Policy::Max => {
+                for (a, &x) in acc.iter_mut().zip(first) {
+                    *a = f64::from(x);
+                }
+                for j in 1..pop.members() {
+                    for (a, &x) in acc.iter_mut().zip(&pop.member(j)[cols.clone()]) {
+                        *a = a.max(f64::from(x));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checks weights: one per member, non-negative, summing to 1.
+pub(crate) fn check_weights(weights: &[f32], members: usize) -> Result<(), Error> {
+    if members == 0 || weights.is_empty() {
+        return Err(Error::EmptyPopulation);
+    }
+    if weights.len() != members {
+        return Err(Error::LengthMismatch {
+            what: "weights",
+            index: None,
+            expected: members,
+            found: weights.len(),
+        });
+    }
+    if let Some((index, &value)) = weights.iter().enumerate().find(|(_, w)| !(**w >= 0.0)) {
+        return Err(Error::NegativeWeight { index, value });
+    }
+    let sum: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+    if !((sum - 1.0).abs() <= f64::from(WEIGHT_SUM_TOLERANCE)) {
+        return Err(Error::WeightsDoNotSumToOne { sum: sum as f32 });
+    }
+    Ok(())
+}
+
+fn check_common<P: Population + ?Sized>(pop: &P, opts: &Options<'_>) -> Result<(), Error> {
+    if pop.members() == 0 {
+        return Err(Error::EmptyPopulation);
+    }
+    if let Some(layout) = &opts.layout {
+        if layout.len() != pop.member_len() {
+            return Err(Error::LengthMismatch {
+                what: "layout",
+                index: None,
+                expected: pop.member_len(),
+                found: layout.len(),
+            });
+        }
+    }
+    if opts.check_finite {
+        check_finite(pop)?;
+    }
+    Ok(())
+}
+
+fn check_output<P: Population + ?Sized>(pop: &P, out: &[f32]) -> Result<(), Error> {
+    if out.len() != pop.member_len() {
+        return Err(Error::LengthMismatch {
+            what: "out",
+            index: None,
+            expected: pop.member_len(),
+            found: out.len(),
+        });
+    }
+    Ok(())
+}
+
+fn store(acc: &[f64], out: &mut [f32]) {
+    for (o, &a) in out.iter_mut().zip(acc) {
+        *o = a as f32;
+    }
+}
+
+/// Calls `f` on consecutive column ranges of at most [`CHUNK`] columns that never straddle two
+/// policies.
+fn for_each_chunk(len: usize, opts: &Options<'_>, mut f: impl FnMut(Range<usize>, Policy)) {
+    let mut chunks = |cols: Range<usize>, policy: Policy| {
+        let mut start = cols.start;
+        while start < cols.end {
+            let end = cols.end.min(start + CHUNK);
+            f(start..end, policy);
+            start = end;
+        }
+    };
+    match &opts.layout {
+        Some(layout) => layout
+            .segments()
+            .for_each(|(cols, policy)| chunks(cols, policy)),
+        None => chunks(0..len, Policy::Average),
+    }
+}
