@@ -1,1 +1,129 @@
-fn main() {}
+//! PAPA rules against a plain copy of the same bytes, single-threaded.
+//!
+//! Run: `cargo bench -p papa-core --bench rules` (add `-- --quick` for a short run).
+//! Sizes: 10 members x 11.19M floats (ResNet-18) and 10 x 0.42M (the small CNN).
+//! Besides criterion's own report, the end prints each rule's time as a ratio to the copy
+//! measured in the same run: the share of copy bandwidth a rule reaches.
+
+use criterion::{black_box, Criterion, Throughput};
+use papa_core::population::Contiguous;
+use papa_core::rng::Rng;
+use papa_core::rules::{
+    average, draw_pairs, gradual, papa2, papa2_scratch_len, papa_all, Options, Weights,
+};
+use std::time::{Duration, Instant};
+
+const MEMBERS: usize = 10;
+const SIZES: [(&str, usize); 2] = [
+    ("resnet18 10x11.19M", 11_189_962),
+    ("cnn-s 10x0.42M", 422_026),
+];
+
+/// The operations compared, each on a population buffer `pop` (and a copy target `dst`).
+struct Workload {
+    pop: Vec<f32>,
+    dst: Vec<f32>,
+    out: Vec<f32>,
+    scratch: Vec<f32>,
+    pairs: Vec<(usize, usize)>,
+    weights: Vec<f32>,
+}
+
+type Op = fn(&mut Workload);
+
+const OPS: [(&str, Op); 5] = [
+    ("copy", |w| w.dst.copy_from_slice(&w.pop)),
+    ("gradual", |w| {
+        let mut pop = Contiguous::new(&mut w.pop[..], MEMBERS).unwrap();
+        gradual(&mut pop, Weights::Uniform, 0.99, &Options::default()).unwrap()
+    }),
+    ("papa-all", |w| {
+        let mut pop = Contiguous::new(&mut w.pop[..], MEMBERS).unwrap();
+        papa_all(&mut pop, Weights::Uniform, &Options::default()).unwrap()
+    }),
+    ("weighted average", |w| {
+        let pop = Contiguous::new(&w.pop[..], MEMBERS).unwrap();
+        average(
+            &pop,
+            Weights::Given(&w.weights),
+            &mut w.out,
+            &Options::default(),
+        )
+        .unwrap()
+    }),
+    ("papa-2", |w| {
+        let mut pop = Contiguous::new(&mut w.pop[..], MEMBERS).unwrap();
+        papa2(&mut pop, &w.pairs, &mut w.scratch, &Options::default()).unwrap()
+    }),
+];
+
+fn workload(n: usize) -> Workload {
+    let mut rng = Rng::new(1);
+    let pop: Vec<f32> = (0..MEMBERS * n).map(|_| rng.uniform_f32() - 0.5).collect();
+    let mut pairs = vec![(0, 0); MEMBERS];
+    draw_pairs(&mut rng, MEMBERS, &mut pairs).unwrap();
+    Workload {
+        dst: vec![0.0; pop.len()],
+        pop,
+        out: vec![0.0; n],
+        scratch: vec![0.0; papa2_scratch_len(MEMBERS, n)],
+        pairs,
+        weights: (1..=MEMBERS)
+            .map(|j| (2 * j) as f32 / (MEMBERS * (MEMBERS + 1)) as f32)
+            .collect(),
+    }
+}
+
+/// Best of `runs` timings: the least disturbed run, the usual figure for bandwidth.
+fn best_time(w: &mut Workload, op: Op, runs: usize) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            op(black_box(&mut *w));
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    let mut summary = Vec::new();
+    for (label, n) in SIZES {
+        let mut w = workload(n);
+        let bytes = (2 * MEMBERS * n * std::mem::size_of::<f32>()) as u64;
+        let mut group = criterion.benchmark_group(label);
+        group.throughput(Throughput::Bytes(bytes));
+        for (name, op) in OPS {
+            group.bench_function(name, |b| b.iter(|| op(black_box(&mut w))));
+        }
+        group.finish();
+        let runs = if n > 1_000_000 { 7 } else { 50 };
+        let copy = best_time(&mut w, OPS[0].1, runs);
+        for (name, op) in OPS {
+            let t = best_time(&mut w, op, runs);
+            summary.push((
+                label,
+                name,
+                t,
+                copy.as_secs_f64() / t.as_secs_f64(),
+                bytes as f64 / t.as_secs_f64() / 1e9,
+            ));
+        }
+    }
+    println!(
+        "\n| size | operation | best time | share of copy bandwidth | GB/s (read+write of P*N) |"
+    );
+    println!("|---|---|---|---|---|");
+    for (label, name, t, ratio, gbs) in summary {
+        println!(
+            "| {label} | {name} | {:.2} ms | {:.0}% | {gbs:.1} |",
+            t.as_secs_f64() * 1e3,
+            ratio * 100.0
+        );
+    }
+}
