@@ -1,1 +1,520 @@
-//! Datasets: IDX and CSV loaders, validation split, per-member batching.
+//! Datasets: IDX and CSV loaders, validation split, normalisation, per-member batching.
+//!
+//! Everything here returns a [`DataError`] on bad input instead of panicking, because the
+//! input is files that users bring.
+
+pub mod csv;
+pub mod idx;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use papa_core::rng::Rng;
+use rayon::prelude::*;
+
+pub use csv::{CsvOptions, LabelColumn};
+
+/// Stream of the validation split, so that it never shares draws with other uses of a seed.
+const VAL_STREAM: u64 = 0x7661_6c5f_7370_6c74;
+/// Stream of the per-member epoch orders.
+const ORDER_STREAM: u64 = 0x6f72_6465_725f_6570;
+
+/// Why a dataset could not be loaded or used. Messages name the file and what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file could not be read (or decompressed).
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not what its name says (bad IDX magic, truncation, counts that disagree).
+    #[error("{}: {message}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+    /// A CSV field is wrong.
+    #[error("{}: line {line}, column {column}: {message}", path.display())]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What was wrong.
+        message: String,
+    },
+    /// The file holds no data rows.
+    #[error("{}: empty file (no data rows)", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The source is neither a bundled dataset nor a directory with a known layout.
+    #[error("{source_name}: {message}")]
+    Source {
+        /// The source as given.
+        source_name: String,
+        /// What was looked for.
+        message: String,
+    },
+    /// A bad argument (split fraction, batch size, buffer length, index).
+    #[error("{0}")]
+    Argument(String),
+}
+
+/// A labelled set of images, `n x channels x height x width`, row-major (NCHW).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// `n * channels * height * width` values.
+    pub images: Vec<f32>,
+    /// `n` labels in `[0, classes)`.
+    pub labels: Vec<u8>,
+    /// Channels per image.
+    pub channels: usize,
+    /// Rows per image.
+    pub height: usize,
+    /// Columns per image.
+    pub width: usize,
+    /// Number of classes.
+    pub classes: usize,
+    /// Whether a horizontal flip keeps an image in its class (clothes: yes; digits and
+    /// tabular features: no).
+    pub hflip_ok: bool,
+}
+
+impl Dataset {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Values per sample (`channels * height * width`).
+    pub fn sample_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// The values of sample `i`, or `None` when `i` is out of range.
+    pub fn sample(&self, i: usize) -> Option<&[f32]> {
+        let len = self.sample_len();
+        self.images.get(i * len..(i + 1) * len)
+    }
+
+    /// Copies the samples at `indices` into a batch: `images_out` must hold
+    /// `indices.len() * sample_len()` values and `labels_out` `indices.len()` labels.
+    pub fn gather(
+        &self,
+        indices: &[u32],
+        images_out: &mut [f32],
+        labels_out: &mut [u8],
+    ) -> Result<(), DataError> {
+        let len = self.sample_len();
+        if images_out.len() != indices.len() * len || labels_out.len() != indices.len() {
+            return Err(DataError::Argument(format!(
+                "gather of {} samples needs {} image values and {} labels, got {} and {}",
+                indices.len(),
+                indices.len() * len,
+                indices.len(),
+                images_out.len(),
+                labels_out.len()
+            )));
+        }
+        for ((&i, out), label) in indices
+            .iter()
+            .zip(images_out.chunks_exact_mut(len.max(1)))
+            .zip(labels_out.iter_mut())
+        {
+            let sample = self.sample(i as usize).ok_or_else(|| {
+                DataError::Argument(format!("index {i} out of range for {} samples", self.len()))
+            })?;
+            out.copy_from_slice(sample);
+            *label = self.labels[i as usize];
+        }
+        Ok(())
+    }
+
+    /// The samples at `indices` (in that order) as a new dataset.
+    fn subset(&self, indices: &[u32]) -> Dataset {
+        let len = self.sample_len();
+        let mut images = Vec::with_capacity(indices.len() * len);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let i = i as usize;
+            images.extend_from_slice(&self.images[i * len..(i + 1) * len]);
+            labels.push(self.labels[i]);
+        }
+        Dataset {
+            images,
+            labels,
+            ..self.shape_only()
+        }
+    }
+
+    fn shape_only(&self) -> Dataset {
+        Dataset {
+            images: Vec::new(),
+            labels: Vec::new(),
+            ..*self
+        }
+    }
+
+    /// Checks that the buffers agree with the shape and the labels with the class count.
+    fn validate(&self, what: &str) -> Result<(), DataError> {
+        let bad = |message: String| DataError::Source {
+            source_name: what.to_string(),
+            message,
+        };
+        if self.images.len() != self.len() * self.sample_len() {
+            return Err(bad(format!(
+                "{} labels but {} image values ({} per sample)",
+                self.len(),
+                self.images.len(),
+                self.sample_len()
+            )));
+        }
+        if let Some(l) = self
+            .labels
+            .iter()
+            .find(|&&l| usize::from(l) >= self.classes)
+        {
+            return Err(bad(format!("label {l} out of range [0, {})", self.classes)));
+        }
+        Ok(())
+    }
+}
+
+/// The three splits of a run and the normalisation applied to them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Splits {
+    /// Training data (the validation samples removed).
+    pub train: Dataset,
+    /// Validation data: held out of the training file, never taken from the test set.
+    pub val: Dataset,
+    /// Test data.
+    pub test: Dataset,
+    /// Per-channel mean subtracted from raw values (0 until [`Splits::normalize`]).
+    pub mean: Vec<f32>,
+    /// Per-channel std dividing raw values (1 until [`Splits::normalize`]).
+    pub std: Vec<f32>,
+}
+
+impl Splits {
+    /// Builds the splits: `val_count = round(val_fraction * train.len())` samples drawn with
+    /// `seed` are moved from `train` to `val`; both parts keep their original relative
+    /// order, so the split does not also act as a shuffle.
+    pub fn new(
+        train: Dataset,
+        test: Dataset,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Splits, DataError> {
+        if !(0.0..1.0).contains(&val_fraction) {
+            return Err(DataError::Argument(format!(
+                "validation fraction {val_fraction} outside [0, 1)"
+            )));
+        }
+        let shape = |d: &Dataset| (d.channels, d.height, d.width);
+        if shape(&train) != shape(&test) {
+            return Err(DataError::Argument(format!(
+                "train samples are {:?} (c, h, w) but test samples are {:?}",
+                shape(&train),
+                shape(&test)
+            )));
+        }
+        let n = u32::try_from(train.len())
+            .map_err(|_| DataError::Argument(format!("{} samples exceed u32", train.len())))?;
+        let val_count = (val_fraction * f64::from(n)).round() as usize;
+        if val_count >= n as usize {
+            return Err(DataError::Argument(format!(
+                "validation split of {val_count} leaves no training data out of {n}"
+            )));
+        }
+        let mut order: Vec<u32> = (0..n).collect();
+        Rng::new(seed).fork(VAL_STREAM).shuffle(&mut order);
+        let (val_idx, train_idx) = order.split_at_mut(val_count);
+        val_idx.sort_unstable();
+        train_idx.sort_unstable();
+        let channels = train.channels;
+        Ok(Splits {
+            val: train.subset(val_idx),
+            train: train.subset(train_idx),
+            test,
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        })
+    }
+
+    /// Computes the per-channel mean and (population) std of the training split in f64 and
+    /// applies `(x - mean) / std` to all three splits. Calling it again composes: the stored
+    /// `mean`/`std` always map raw values to the current ones. A constant channel gets
+    /// std 1 so that it maps to 0 instead of NaN.
+    pub fn normalize(&mut self) {
+        let (mean, std) = channel_stats(&self.train);
+        for d in [&mut self.train, &mut self.val, &mut self.test] {
+            let plane = d.height * d.width;
+            let channels = d.channels;
+            d.images
+                .par_chunks_mut(plane.max(1))
+                .enumerate()
+                .for_each(|(k, values)| {
+                    let c = k % channels;
+                    let (m, s) = (mean[c] as f32, std[c] as f32);
+                    values.iter_mut().for_each(|v| *v = (*v - m) / s);
+                });
+        }
+        for c in 0..self.mean.len() {
+            // (((x - m1) / s1) - m2) / s2 = (x - (m1 + m2 s1)) / (s1 s2)
+            let (m1, s1) = (f64::from(self.mean[c]), f64::from(self.std[c]));
+            self.mean[c] = (m1 + mean[c] * s1) as f32;
+            self.std[c] = (s1 * std[c]) as f32;
+        }
+    }
+
+    /// The value a black (raw 0) pixel of `channel` has after normalisation: the padding
+    /// value of random crops.
+    pub fn pad_value(&self, channel: usize) -> f32 {
+        match (self.mean.get(channel), self.std.get(channel)) {
+            (Some(m), Some(s)) => -m / s,
+            _ => 0.0,
+        }
+    }
+}
+
+/// Per-channel mean and std of `d`, summed in f64 over fixed chunks and combined in a fixed
+/// order, so that the result has the same bits on any thread count.
+fn channel_stats(d: &Dataset) -> (Vec<f64>, Vec<f64>) {
+    let plane = d.height * d.width;
+    let count = (d.len() * plane).max(1) as f64;
+    let sums = |f: &(dyn Fn(usize, f32) -> f64 + Sync)| -> Vec<f64> {
+        let partial: Vec<Vec<f64>> = d
+            .images
+            .par_chunks(d.sample_len().max(1) * 256)
+            .map(|block| {
+                let mut acc = vec![0.0f64; d.channels];
+                for (k, values) in block.chunks(plane.max(1)).enumerate() {
+                    let c = k % d.channels;
+                    acc[c] += values.iter().map(|&v| f(c, v)).sum::<f64>();
+                }
+                acc
+            })
+            .collect();
+        (0..d.channels)
+            .map(|c| partial.iter().map(|p| p[c]).sum::<f64>())
+            .collect()
+    };
+    let mean: Vec<f64> = sums(&|_, v| f64::from(v))
+        .into_iter()
+        .map(|s| s / count)
+        .collect();
+    let std = sums(&|c, v| (f64::from(v) - mean[c]).powi(2))
+        .into_iter()
+        .map(|s| {
+            let s = (s / count).sqrt();
+            if s > 0.0 && s.is_finite() {
+                s
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    (mean, std)
+}
+
+/// Where the bundled datasets live: `$PAPA_DATA_DIR`, else the workspace's `data/` (found
+/// from this crate's source directory), else `./data`.
+pub fn data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PAPA_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    let bundled = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../data"));
+    if bundled.is_dir() {
+        bundled.to_path_buf()
+    } else {
+        PathBuf::from("data")
+    }
+}
+
+/// How [`load_with`] reads a source.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoadOptions {
+    /// Fraction of the training file held out for validation.
+    pub val_fraction: f64,
+    /// Seed of the validation split.
+    pub seed: u64,
+    /// How CSV tables are read (ignored for IDX sources).
+    pub csv: CsvOptions,
+}
+
+impl Default for LoadOptions {
+    /// 10% validation (6000 samples of Fashion-MNIST), seed 0, CSV label in the last column.
+    fn default() -> Self {
+        LoadOptions {
+            val_fraction: 0.1,
+            seed: 0,
+            csv: CsvOptions::default(),
+        }
+    }
+}
+
+/// Loads a source into train/val/test splits (not normalised; see [`Splits::normalize`]).
+///
+/// `source` is a bundled name (`fashion-mnist`, `mnist`), a directory with the four IDX
+/// files (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`,
+/// `t10k-labels-idx1-ubyte`, each optionally `.gz`), or a directory with `train.csv` and
+/// `test.csv` (label in the last column).
+pub fn load(source: &str, val_fraction: f64, seed: u64) -> Result<Splits, DataError> {
+    load_with(
+        source,
+        &LoadOptions {
+            val_fraction,
+            seed,
+            ..LoadOptions::default()
+        },
+    )
+}
+
+/// [`load`] with all options.
+pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataError> {
+    let bundled = matches!(source, "fashion-mnist" | "mnist");
+    let dir = if bundled {
+        data_dir().join(source)
+    } else {
+        PathBuf::from(source)
+    };
+    if !dir.is_dir() {
+        return Err(DataError::Source {
+            source_name: source.to_string(),
+            message: if bundled {
+                format!(
+                    "bundled data not found in {} (set PAPA_DATA_DIR)",
+                    dir.display()
+                )
+            } else {
+                "not a bundled dataset (fashion-mnist, mnist) nor a directory".to_string()
+            },
+        });
+    }
+    let (train, test) = if let Some(files) = idx_files(&dir) {
+        // Flips keep clothes in their class; only Fashion-MNIST is known to be such data.
+        let hflip_ok = dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().to_lowercase().contains("fashion"));
+        let [tr_img, tr_lab, te_img, te_lab] = files;
+        let mut train = idx_dataset(&tr_img, &tr_lab, hflip_ok)?;
+        let mut test = idx_dataset(&te_img, &te_lab, hflip_ok)?;
+        let classes = train.classes.max(test.classes);
+        train.classes = classes;
+        test.classes = classes;
+        (train, test)
+    } else if dir.join("train.csv").is_file() && dir.join("test.csv").is_file() {
+        let mut train = csv::read(&dir.join("train.csv"), &options.csv)?;
+        let mut test = csv::read(&dir.join("test.csv"), &options.csv)?;
+        if options.csv.classes.is_none() {
+            let classes = train.classes.max(test.classes);
+            train.classes = classes;
+            test.classes = classes;
+        }
+        (train, test)
+    } else {
+        return Err(DataError::Source {
+            source_name: source.to_string(),
+            message: "directory holds neither the four IDX files \
+                      (train-images-idx3-ubyte[.gz], ...) nor train.csv and test.csv"
+                .to_string(),
+        });
+    };
+    train.validate(&format!("{source} (train)"))?;
+    test.validate(&format!("{source} (test)"))?;
+    Splits::new(train, test, options.val_fraction, options.seed)
+}
+
+/// The four IDX files in `dir` (each raw or `.gz`), or `None` when any is missing.
+fn idx_files(dir: &Path) -> Option<[PathBuf; 4]> {
+    let find = |stem: &str| {
+        [stem.to_string(), format!("{stem}.gz")]
+            .into_iter()
+            .map(|name| dir.join(name))
+            .find(|p| p.is_file())
+    };
+    Some([
+        find("train-images-idx3-ubyte")?,
+        find("train-labels-idx1-ubyte")?,
+        find("t10k-images-idx3-ubyte")?,
+        find("t10k-labels-idx1-ubyte")?,
+    ])
+}
+
+/// One IDX image file and its label file as a dataset; classes = largest label + 1.
+fn idx_dataset(images: &Path, labels: &Path, hflip_ok: bool) -> Result<Dataset, DataError> {
+    let img = idx::read_images(images)?;
+    let labels_vec = idx::read_labels(labels)?;
+    if labels_vec.len() != img.count {
+        return Err(DataError::Format {
+            path: labels.to_path_buf(),
+            message: format!(
+                "{} labels but {} holds {} images",
+                labels_vec.len(),
+                images.display(),
+                img.count
+            ),
+        });
+    }
+    let classes = labels_vec.iter().max().map_or(1, |&m| usize::from(m) + 1);
+    Ok(Dataset {
+        images: img.pixels,
+        labels: labels_vec,
+        channels: 1,
+        height: img.rows,
+        width: img.cols,
+        classes,
+        hflip_ok,
+    })
+}
+
+/// The order in which `member` visits `n` samples in `epoch`: a permutation of `0..n`
+/// drawn from forks of `seed`, so that each member and epoch has its own independent order
+/// and no order depends on how many members or threads there are.
+pub fn epoch_order(seed: u64, member: u64, epoch: u64, n: u32) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..n).collect();
+    Rng::new(seed)
+        .fork(ORDER_STREAM)
+        .fork(member)
+        .fork(epoch)
+        .shuffle(&mut order);
+    order
+}
+
+/// The full batches of an epoch order, in order; the last partial batch is dropped so that
+/// every step uses the same batch size.
+pub fn batches(
+    order: &[u32],
+    batch_size: usize,
+) -> Result<std::slice::ChunksExact<'_, u32>, DataError> {
+    if batch_size == 0 {
+        return Err(DataError::Argument("batch size 0".to_string()));
+    }
+    Ok(order.chunks_exact(batch_size))
+}
+
+/// Number of full batches of `batch_size` in `n` samples (0 for batch size 0).
+pub fn batches_per_epoch(n: usize, batch_size: usize) -> usize {
+    n.checked_div(batch_size).unwrap_or(0)
+}
+
+/// Index ranges of evaluation batches over `n` samples: like [`batches`] but keeping the
+/// last partial batch, since evaluation must see every sample.
+pub fn eval_ranges(n: usize, batch_size: usize) -> impl Iterator<Item = Range<usize>> {
+    let step = batch_size.max(1);
+    (0..n).step_by(step).map(move |s| s..(s + step).min(n))
+}

@@ -1,0 +1,169 @@
+//! CSV tables of numeric features and one integer label column.
+//!
+//! Deliberately small: comma-separated, no quoting, blank lines skipped, an optional header
+//! line. Every error names the file, the 1-based line and the 1-based column, because a
+//! table that fails to load is usually fixed by hand in an editor.
+
+use std::path::Path;
+
+use super::{DataError, Dataset};
+
+/// Which column holds the label.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LabelColumn {
+    /// The last column (the common layout of exported tables).
+    #[default]
+    Last,
+    /// The column at this 0-based index.
+    Index(usize),
+}
+
+/// How to read a CSV table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// Which column holds the label.
+    pub label_column: LabelColumn,
+    /// Number of classes; labels must lie in `[0, classes)`. `None` takes the largest
+    /// label plus one.
+    pub classes: Option<usize>,
+}
+
+/// Reads the table at `path` into a dataset of `1 x 1 x F` "images", F being the number of
+/// feature columns. Flips never make sense for tabular features, so `hflip_ok` is false.
+pub fn read(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path, options)
+}
+
+/// Parses CSV text; `path` only names the file in errors.
+pub fn parse(text: &str, path: &Path, options: &CsvOptions) -> Result<Dataset, DataError> {
+    let field_error = |line: usize, column: usize, message: String| DataError::Csv {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+    };
+    if options.classes.is_some_and(|c| c == 0 || c > 256) {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            message: format!(
+                "{} classes requested; labels are stored as bytes, so 1 to 256 are supported",
+                options.classes.unwrap_or(0)
+            ),
+        });
+    }
+    let mut rows = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty())
+        .peekable();
+
+    // A header is a first row that is not all numbers; later rows must be numeric.
+    let first_is_header = rows
+        .peek()
+        .is_some_and(|(_, l)| l.split(',').any(|f| f.trim().parse::<f64>().is_err()));
+    let mut width = None;
+    if first_is_header {
+        if let Some((_, header)) = rows.next() {
+            width = Some(header.split(',').count());
+        }
+    }
+
+    let mut features = Vec::new();
+    let mut raw_labels = Vec::new();
+    let mut label_at = 0;
+    for (line, row) in rows {
+        let fields: Vec<&str> = row.split(',').map(str::trim).collect();
+        let expected = *width.get_or_insert(fields.len());
+        if fields.len() != expected {
+            return Err(field_error(
+                line,
+                expected.min(fields.len()) + 1,
+                format!("ragged row: {} fields, expected {expected}", fields.len()),
+            ));
+        }
+        label_at = match options.label_column {
+            LabelColumn::Last => expected - 1,
+            LabelColumn::Index(i) if i < expected => i,
+            LabelColumn::Index(i) => {
+                return Err(field_error(
+                    line,
+                    i + 1,
+                    format!(
+                        "label column {} requested but rows have {expected} fields",
+                        i + 1
+                    ),
+                ))
+            }
+        };
+        if expected < 2 {
+            return Err(field_error(
+                line,
+                1,
+                "a row needs at least one feature and a label".to_string(),
+            ));
+        }
+        for (column, field) in fields.iter().enumerate() {
+            let value: f64 = field
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite())
+                .ok_or_else(|| {
+                    field_error(
+                        line,
+                        column + 1,
+                        format!("{field:?} is not a finite number"),
+                    )
+                })?;
+            if column == label_at {
+                if value.fract() != 0.0 || value < 0.0 {
+                    return Err(field_error(
+                        line,
+                        column + 1,
+                        format!("label {field:?} is not a non-negative integer"),
+                    ));
+                }
+                raw_labels.push((line, value));
+            } else {
+                features.push(value as f32);
+            }
+        }
+    }
+    if raw_labels.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+
+    let largest = raw_labels.iter().map(|&(_, v)| v).fold(0.0, f64::max);
+    let classes = options.classes.unwrap_or(largest as usize + 1);
+    let limit = classes.min(256);
+    let labels = raw_labels
+        .iter()
+        .map(|&(line, v)| {
+            if v < limit as f64 {
+                Ok(v as u8)
+            } else {
+                Err(field_error(
+                    line,
+                    label_at + 1,
+                    format!("label {v} out of range [0, {limit})"),
+                ))
+            }
+        })
+        .collect::<Result<Vec<u8>, DataError>>()?;
+    let width = features.len() / labels.len();
+    Ok(Dataset {
+        images: features,
+        labels,
+        channels: 1,
+        height: 1,
+        width,
+        classes,
+        hflip_ok: false,
+    })
+}
