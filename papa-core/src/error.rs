@@ -83,6 +83,16 @@ pub enum Error {
         /// The channel or index concerned.
         index: usize,
     },
+    /// A number was NaN, infinite or outside its allowed range (a negative standard deviation,
+    /// a zero schedule period, a NaN validation score, ...).
+    InvalidValue {
+        /// Which quantity.
+        what: &'static str,
+        /// The channel, member or list position concerned, when the argument is a list.
+        index: Option<usize>,
+        /// The value given.
+        value: f64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -118,6 +128,12 @@ impl fmt::Display for Error {
             ),
             Error::BadShape { what } => write!(f, "inconsistent shape: {what}"),
             Error::Degenerate { what, index } => write!(f, "{what} is zero at {index}"),
+            Error::InvalidValue { what, index: Some(i), value } => {
+                write!(f, "{what} {i} is {value}, outside its allowed range")
+            }
+            Error::InvalidValue { what, index: None, value } => {
+                write!(f, "{what} is {value}, outside its allowed range")
+            }
         }
     }
 }

@@ -3,12 +3,15 @@
 #![warn(missing_docs)]
 //! papa-core: PopulAtion Parameter Averaging over plain slices.
 
+pub mod diversity;
 mod error;
 pub mod layout;
 pub mod population;
+pub mod repair;
 pub mod rng;
 pub mod rules;
 pub mod schedule;
+pub mod soup;
 
 pub use error::Error;
 
