@@ -103,9 +103,12 @@ fn main() {
         }
         group.finish();
         let runs = if n > 1_000_000 { 7 } else { 50 };
-        let copy = best_time(&mut w, OPS[0].1, runs);
-        for (name, op) in OPS {
-            let t = best_time(&mut w, op, runs);
+        let times: Vec<Duration> = OPS
+            .iter()
+            .map(|&(_, op)| best_time(&mut w, op, runs))
+            .collect();
+        let copy = times[0];
+        for ((name, _), t) in OPS.into_iter().zip(times) {
             summary.push((
                 label,
                 name,
