@@ -4,6 +4,8 @@
 //! forward/backward) -> [`optim`] -> papa-core's rules -> one model.
 
 pub mod augment;
+pub mod checkpoint;
 pub mod data;
 pub mod model;
 pub mod optim;
+pub mod report;

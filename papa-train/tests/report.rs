@@ -1,0 +1,227 @@
+//! Checks of the run report: JSON round trip, the table shows the numbers given, the SVG is
+//! drawn with one line per member and per average, and the files land in the directory.
+
+use papa_train::report::{
+    markdown_table, plot_history, write_report, Accuracy, EpochRecord, MethodResult, RunReport,
+};
+
+/// A hand-made history: `members` members over `epochs` epochs, the average measured on
+/// every epoch but the first.
+fn history(members: usize, epochs: usize, base: f32) -> Vec<EpochRecord> {
+    (1..=epochs)
+        .map(|epoch| EpochRecord {
+            epoch,
+            train_loss: 2.0 / epoch as f32,
+            member_test_acc: (0..members)
+                .map(|j| base + epoch as f32 + j as f32 * 0.5)
+                .collect(),
+            average_test_acc: (epoch > 1).then_some(base + epoch as f32 + 2.0),
+            distance_to_mean: (0..members).map(|j| 0.1 * j as f64).collect(),
+            mean_pairwise_cosine: 0.9,
+            seconds: 1.25,
+        })
+        .collect()
+}
+
+fn report() -> RunReport {
+    RunReport {
+        dataset: "fashion-mnist".into(),
+        command: "papa train --method papa,none --population 3".into(),
+        results: vec![
+            MethodResult {
+                method: "papa".into(),
+                seed: 7,
+                population: 3,
+                epochs: 4,
+                model: "cnn-s".into(),
+                members: vec![91.1, 91.25, 90.8],
+                members_mean: 91.05,
+                members_min: 90.8,
+                members_max: 91.25,
+                best_member_on_val: 91.25,
+                ensemble: 92.5,
+                uniform_soup: Accuracy {
+                    plain: 92.12,
+                    repaired: Some(92.37),
+                },
+                greedy_soup: Accuracy {
+                    plain: 92.0,
+                    repaired: None,
+                },
+                greedy_soup_size: 2,
+                final_model: 92.37,
+                final_model_is: "uniform soup + REPAIR".into(),
+                wall_seconds: 754.0,
+                history: history(3, 4, 80.0),
+            },
+            MethodResult {
+                method: "none".into(),
+                seed: 7,
+                population: 3,
+                epochs: 4,
+                model: "cnn-s".into(),
+                members: vec![89.5, 90.0, 89.75],
+                members_mean: 89.75,
+                members_min: 89.5,
+                members_max: 90.0,
+                best_member_on_val: 90.0,
+                ensemble: 91.0,
+                uniform_soup: Accuracy {
+                    plain: 10.0,
+                    repaired: Some(45.5),
+                },
+                greedy_soup: Accuracy {
+                    plain: 90.0,
+                    repaired: None,
+                },
+                greedy_soup_size: 1,
+                final_model: 90.0,
+                final_model_is: "greedy soup".into(),
+                wall_seconds: 42.25,
+                history: history(3, 4, 78.0),
+            },
+        ],
+    }
+}
+
+#[test]
+fn json_round_trip() {
+    let report = report();
+    let json = serde_json::to_string_pretty(&report).unwrap();
+    let back: papa_train::report::RunReport = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, report);
+}
+
+#[test]
+fn json_of_a_diverged_run_reads_back() {
+    // serde_json writes NaN as null; reading it back must not fail.
+    let mut report = report();
+    report.results[0].history[0].train_loss = f32::NAN;
+    report.results[0].history[0].mean_pairwise_cosine = f64::NAN;
+    report.results[0].history[0].distance_to_mean[1] = f64::INFINITY;
+    let json = serde_json::to_string(&report).unwrap();
+    let back: RunReport = serde_json::from_str(&json).unwrap();
+    let first = &back.results[0].history[0];
+    assert!(first.train_loss.is_nan());
+    assert!(first.mean_pairwise_cosine.is_nan());
+    assert!(first.distance_to_mean[1].is_nan());
+    assert_eq!(back.results[1], report.results[1]);
+}
+
+#[test]
+fn table_shows_the_numbers_given() {
+    let table = markdown_table(&report());
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    // Every line has the same width, so the table reads as plain text too.
+    assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{table}");
+    assert!(lines[1].starts_with("| ---"), "{table}");
+    let cells = |line: &str| -> Vec<String> {
+        let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
+        inner.split(" | ").map(|c| c.trim().to_string()).collect()
+    };
+    assert_eq!(cells(lines[0])[0], "method");
+    let papa = cells(lines[2]);
+    assert_eq!(papa[0], "papa");
+    for needle in [
+        "91.05 [90.80, 91.25]",
+        "91.25",
+        "92.50",
+        "92.12",
+        "92.37",
+        "92.00 (2)",
+        "n/a",
+        "92.37 (uniform soup + REPAIR)",
+        "12m 34s",
+    ] {
+        assert!(
+            papa.iter().any(|c| c == needle),
+            "`{needle}` missing in {papa:?}"
+        );
+    }
+    let none = cells(lines[3]);
+    for needle in [
+        "89.75 [89.50, 90.00]",
+        "91.00",
+        "10.00",
+        "45.50",
+        "90.00 (1)",
+        "90.00 (greedy soup)",
+        "42.2 s",
+    ] {
+        assert!(
+            none.iter().any(|c| c == needle),
+            "`{needle}` missing in {none:?}"
+        );
+    }
+}
+
+#[test]
+fn table_escapes_pipes_and_handles_no_results() {
+    let mut report = report();
+    report.results[0].method = "a|b".into();
+    assert!(markdown_table(&report).contains("a\\|b"));
+    report.results.clear();
+    assert_eq!(markdown_table(&report).lines().count(), 2);
+}
+
+#[test]
+fn svg_has_a_line_per_member_and_average() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("accuracy.svg");
+    plot_history(&report(), &path).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
+    // Data lines have one point per epoch (3 or 4 here); grid lines and legend samples have
+    // two. Two methods x (3 thin member lines + 1 thick average line).
+    let lines: Vec<&str> = svg
+        .split("<polyline")
+        .skip(1)
+        .filter(|tag| {
+            let points = tag.split("points=\"").nth(1).unwrap().split('"').next();
+            points.unwrap().split_whitespace().count() >= 3
+        })
+        .collect();
+    assert_eq!(lines.len(), 2 * (3 + 1), "{svg}");
+    let thick = lines.iter().filter(|l| l.contains("stroke-width=\"3\""));
+    assert_eq!(thick.count(), 2);
+    assert!(svg.contains("<text"));
+    assert!(svg.contains("epoch"));
+    assert!(svg.contains("papa (cnn-s, P = 3)"));
+}
+
+#[test]
+fn svg_of_empty_inputs_is_still_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = report();
+    report.results[0].history.clear();
+    report.results[1].history.truncate(1);
+    let path = dir.path().join("a.svg");
+    plot_history(&report, &path).unwrap();
+    assert!(std::fs::read_to_string(&path).unwrap().starts_with("<svg"));
+    report.results.clear();
+    plot_history(&report, &path).unwrap();
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("no results"));
+}
+
+#[test]
+fn write_report_writes_the_three_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run").join("results");
+    let report = report();
+    write_report(&report, &out).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["accuracy.svg", "results.json", "results.md"]);
+    let json = std::fs::read_to_string(out.join("results.json")).unwrap();
+    assert_eq!(serde_json::from_str::<RunReport>(&json).unwrap(), report);
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains(&markdown_table(&report)));
+    assert!(md.contains(&report.command));
+    assert!(md.contains("fashion-mnist"));
+}
