@@ -1,0 +1,58 @@
+//! Member-steps per second of the small CNN (forward + soft cross-entropy + backward, batch
+//! 128 per member) for P = 1 and P = 8 on the global rayon pool.
+//! Run with `cargo bench -p papa-train --bench model_step [-- P...]`.
+
+use papa_core::rng::Rng;
+use papa_train::model::{
+    init_member, soft_cross_entropy, Input, Mode, ModelKind, ModelSpec, Network,
+};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() { vec![1, 8] } else { sizes };
+    let spec = ModelSpec::new(ModelKind::CnnS, 1, 28, 28, 10).expect("CnnS spec");
+    let batch = 128;
+    for p in sizes {
+        let n = spec.len();
+        let mut params = vec![0.0; p * n];
+        let rng = Rng::new(0);
+        for (j, member) in params.chunks_mut(n).enumerate() {
+            init_member(&spec, &mut rng.fork(j as u64), member).expect("member length");
+        }
+        let mut data = Rng::new(1);
+        let input: Vec<f32> = (0..p * batch * spec.input_len())
+            .map(|_| data.uniform_f32())
+            .collect();
+        let mut targets = vec![0.0; p * batch * 10];
+        targets
+            .chunks_mut(10)
+            .for_each(|row| row[data.below(10) as usize] = 1.0);
+        let mut net = Network::new(&spec, p, batch).expect("network");
+        let mut dlogits = vec![0.0; p * batch * 10];
+        let mut losses = vec![0.0; p];
+        let mut step = |params: &mut Vec<f32>| {
+            let logits = net
+                .forward(params, Input::PerMember(&input), Mode::Train)
+                .expect("forward");
+            soft_cross_entropy(logits, &targets, 10, &mut dlogits, &mut losses).expect("loss");
+            net.backward(params, &dlogits).expect("backward");
+        };
+        step(&mut params);
+        let (start, mut steps) = (Instant::now(), 0);
+        while start.elapsed() < Duration::from_secs(8) || steps < 3 {
+            step(&mut params);
+            steps += 1;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "P = {p}: {:.1} ms per population step, {:.1} member-steps/s ({} threads)",
+            1e3 * secs / steps as f64,
+            (steps * p) as f64 / secs,
+            rayon::current_num_threads()
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! Per-chunk kernels and the one gemm entry point. Activations are channel-last
+//! (`sample x H x W x C`): a conv is then one gemm per chunk of samples, with rows
+//! `(sample, y, x)`, and per-channel reductions stream along rows.
+
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Samples per parallel task. Fixed so that every reduction over the batch is summed in the
+/// same order whatever the number of threads.
+pub(crate) const CHUNK: usize = 16;
+/// Output rows per task of a weight-gradient gemm (also fixed, for the same reason).
+pub(crate) const ROW_BLOCK: usize = 16;
+
+/// A read-only strided matrix: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major `rows x cols` matrix.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major `cols x rows` matrix, with leading dimension `ld`.
+    pub fn transposed(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: 1,
+            cs: ld,
+        }
+    }
+
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst (row-major, m x n, leading dimension ld) = [dst +] lhs * rhs`, single-threaded so
+/// that the parallelism (and hence the summation order) is decided by the caller.
+pub(crate) fn matmul(dst: &mut [f32], ld: usize, lhs: Mat, rhs: Mat, accumulate: bool) {
+    let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
+    // Bounds are checked here once so that the unsafe call below stays in range.
+    assert!(lhs.fits() && rhs.fits() && rhs.rows == k && n <= ld);
+    assert!(m == 0 || n == 0 || (m - 1) * ld + n <= dst.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: every index gemm touches was checked to lie inside the three slices above,
+    // and `dst` is borrowed mutably so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            ld as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Runs `f(member, samples, block)` in parallel over every (member, chunk of [`CHUNK`]
+/// samples) of a member-major buffer holding `per_sample` values per sample and `batch`
+/// samples per member (`out` may be longer; the tail is untouched).
+pub(crate) fn par_samples<T: Send>(
+    out: &mut [T],
+    population: usize,
+    batch: usize,
+    per_sample: usize,
+    f: impl Fn(usize, Range<usize>, &mut [T]) + Sync,
+) {
+    let member = batch * per_sample;
+    out[..population * member]
+        .par_chunks_mut(member)
+        .enumerate()
+        .for_each(|(m, block)| {
+            block
+                .par_chunks_mut(CHUNK * per_sample)
+                .enumerate()
+                .for_each(|(c, chunk)| {
+                    let start = c * CHUNK;
+                    f(m, start..start + chunk.len() / per_sample, chunk)
+                })
+        });
+}
+
+/// Number of sample chunks in a batch.
+pub(crate) fn chunks(batch: usize) -> usize {
+    batch.div_ceil(CHUNK)
+}
+
+/// `col[(s, y, x), (ci, ky, kx)] = input[s, y + ky - 1, x + kx - 1, ci]` (0 outside): the
+/// rows of a 3x3, padding-1 convolution for the samples of `input`.
+pub(crate) fn im2col(input: &[f32], col: &mut [f32], cin: usize, h: usize, w: usize) {
+    let k = cin * 9;
+    for (s, img) in input.chunks_exact(h * w * cin).enumerate() {
+        for y in 0..h {
+            for x in 0..w {
+                let row = &mut col[((s * h + y) * w + x) * k..][..k];
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let tap = ky * 3 + kx;
+                        let (iy, ix) = ((y + ky).wrapping_sub(1), (x + kx).wrapping_sub(1));
+                        if iy < h && ix < w {
+                            let src = &img[(iy * w + ix) * cin..][..cin];
+                            for (ci, &v) in src.iter().enumerate() {
+                                row[ci * 9 + tap] = v;
+                            }
+                        } else {
+                            for ci in 0..cin {
+                                row[ci * 9 + tap] = 0.0;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: sums the column gradients back onto the input positions.
+pub(crate) fn col2im(col: &[f32], dinput: &mut [f32], cin: usize, h: usize, w: usize) {
+    let k = cin * 9;
+    dinput.fill(0.0);
+    for (s, img) in dinput.chunks_exact_mut(h * w * cin).enumerate() {
+        for y in 0..h {
+            for x in 0..w {
+                let row = &col[((s * h + y) * w + x) * k..][..k];
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (iy, ix) = ((y + ky).wrapping_sub(1), (x + kx).wrapping_sub(1));
+                        if iy < h && ix < w {
+                            let dst = &mut img[(iy * w + ix) * cin..][..cin];
+                            for (ci, d) in dst.iter_mut().enumerate() {
+                                *d += row[ci * 9 + ky * 3 + kx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Calls `f(window, out_index)` for each 2x2 window of a channel-last image: `window` holds
+/// the offsets of its four channel vectors (row-major in the window), `out_index` the offset
+/// of the output channel vector.
+fn pool_windows(c: usize, h: usize, w: usize, mut f: impl FnMut([usize; 4], usize)) {
+    let (oh, ow) = (h / 2, w / 2);
+    for y in 0..oh {
+        for x in 0..ow {
+            let top = (2 * y * w + 2 * x) * c;
+            let bottom = top + w * c;
+            f([top, top + c, bottom, bottom + c], (y * ow + x) * c);
+        }
+    }
+}
+
+/// The winner of a window, as `(value, index 0..4)`: the first maximum (NaN wins), as
+/// PyTorch picks it. Selects rather than branches, since the winner is random.
+#[inline(always)]
+fn first_max(v: [f32; 4]) -> (f32, usize) {
+    let (mut best, mut at) = (v[0], 0);
+    for (i, &x) in v.iter().enumerate().skip(1) {
+        let take = x > best || x.is_nan();
+        best = if take { x } else { best };
+        at = if take { i } else { at };
+    }
+    (best, at)
+}
+
+/// 2x2, stride-2 max pooling of channel-last samples.
+pub(crate) fn maxpool(input: &[f32], out: &mut [f32], c: usize, h: usize, w: usize) {
+    let per_out = c * (h / 2) * (w / 2);
+    for (img, o) in input
+        .chunks_exact(c * h * w)
+        .zip(out.chunks_exact_mut(per_out))
+    {
+        pool_windows(c, h, w, |[a, b, d, e], at| {
+            let rows = img[a..a + c]
+                .iter()
+                .zip(&img[b..b + c])
+                .zip(img[d..d + c].iter().zip(&img[e..e + c]));
+            for (o, ((&a, &b), (&d, &e))) in o[at..at + c].iter_mut().zip(rows) {
+                *o = first_max([a, b, d, e]).0;
+            }
+        });
+    }
+}
+
+/// Gradient of [`maxpool`]: each output gradient goes to the position that won the window.
+pub(crate) fn maxpool_backward(
+    input: &[f32],
+    dout: &[f32],
+    din: &mut [f32],
+    c: usize,
+    h: usize,
+    w: usize,
+) {
+    let (per_in, per_out) = (c * h * w, c * (h / 2) * (w / 2));
+    if h % 2 == 1 || w % 2 == 1 {
+        // Rows and columns that no window covers get no gradient.
+        din.fill(0.0);
+    }
+    let samples = input.chunks_exact(per_in).zip(din.chunks_exact_mut(per_in));
+    for ((img, d), g) in samples.zip(dout.chunks_exact(per_out)) {
+        pool_windows(c, h, w, |[a, _, e, _], at| {
+            let (top, bottom) = d.split_at_mut(e);
+            let (top, bottom) = (&mut top[a..a + 2 * c], &mut bottom[..2 * c]);
+            let (t0, t1) = top.split_at_mut(c);
+            let (b0, b1) = bottom.split_at_mut(c);
+            let (x0, x1) = img[a..a + 2 * c].split_at(c);
+            let (x2, x3) = img[e..e + 2 * c].split_at(c);
+            for ci in 0..c {
+                let g = g[at + ci];
+                let k = first_max([x0[ci], x1[ci], x2[ci], x3[ci]]).1;
+                t0[ci] = if k == 0 { g } else { 0.0 };
+                t1[ci] = if k == 1 { g } else { 0.0 };
+                b0[ci] = if k == 2 { g } else { 0.0 };
+                b1[ci] = if k == 3 { g } else { 0.0 };
+            }
+        });
+    }
+}
+
+/// Channel-last `H x W x C` to PyTorch's flat `C x H x W` order, per sample (`inverse`
+/// goes back, for the gradient).
+pub(crate) fn flatten(src: &[f32], dst: &mut [f32], c: usize, hw: usize, inverse: bool) {
+    let per = c * hw;
+    for (s, d) in src.chunks_exact(per).zip(dst.chunks_exact_mut(per)) {
+        for p in 0..hw {
+            for ci in 0..c {
+                if inverse {
+                    d[p * c + ci] = s[ci * hw + p];
+                } else {
+                    d[ci * hw + p] = s[p * c + ci];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,929 @@
+//! The population engine: every layer runs all P members at once, in parallel over
+//! (member, chunk of samples) tasks whose decomposition never depends on the thread count.
+
+use super::kernels::{self, chunks, matmul, par_samples, Mat, CHUNK, ROW_BLOCK};
+use super::spec::{ModelSpec, Op};
+use super::{Error, BN_EPS, BN_MOMENTUM};
+use rayon::prelude::*;
+
+/// How BatchNorm behaves in a forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch statistics; running statistics and counters are updated in the parameters.
+    Train,
+    /// Running statistics; the parameters are only read.
+    Eval,
+}
+
+/// The input of a forward pass, in PyTorch's `C x H x W` order per sample.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    /// `P x B x C x H x W`: each member its own batch.
+    PerMember(&'a [f32]),
+    /// `B x C x H x W`: the same batch for every member (evaluation of an ensemble).
+    Shared(&'a [f32]),
+}
+
+/// Pre-activation outputs of a repairable layer after a forward pass, channel-last:
+/// value `(member m, sample s, position q, channel c)` is
+/// `data[((m * batch + s) * positions + q) * channels + c]`.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerOutput<'a> {
+    /// The values.
+    pub data: &'a [f32],
+    /// Members.
+    pub population: usize,
+    /// Samples per member.
+    pub batch: usize,
+    /// Spatial positions per sample (`H x W` of a conv output, 1 for a linear layer).
+    pub positions: usize,
+    /// Channels (output features).
+    pub channels: usize,
+}
+
+impl LayerOutput<'_> {
+    /// Member `m`'s values (`batch x positions x channels`); empty when out of range.
+    pub fn member(&self, m: usize) -> &[f32] {
+        let len = self.batch * self.positions * self.channels;
+        self.data.get(m * len..(m + 1) * len).unwrap_or(&[])
+    }
+}
+
+/// One op of the network and the buffers it reads and writes.
+struct Step {
+    op: Op,
+    input: usize,
+    output: usize,
+    /// im2col rows of a conv (kept from forward for the weight gradient, then reused for the
+    /// column gradient).
+    col: Vec<f32>,
+    /// BatchNorm batch statistics `[mean; P*C], [biased var; P*C]` (f64, for the running update).
+    stats: Vec<f64>,
+    /// BatchNorm normalisation actually applied: `[mean; P*C], [1/std; P*C]`.
+    norm: Vec<f32>,
+}
+
+/// Workspace and engine for a population of `population` members and batches of up to
+/// `batch` samples per member. Built once; a training step allocates nothing.
+///
+/// Every activation and the im2col rows of every conv are kept from forward to backward
+/// (about 100 MB per member for the small CNN at batch 128). Work is split into fixed
+/// (member, 16-sample chunk) and (member, 16-row block) tasks and every reduction adds its
+/// partial sums in a fixed order, so results are bit-identical on any number of threads and
+/// a member gets the same bits whether it runs alone or in a population.
+pub struct Network {
+    spec: ModelSpec,
+    population: usize,
+    capacity: usize,
+    steps: Vec<Step>,
+    acts: Vec<Vec<f32>>,
+    grad: [Vec<f32>; 2],
+    param_grads: Vec<f32>,
+    partials: Vec<f64>,
+    /// Per-(member, chunk) conv weight and bias gradients, summed in chunk order.
+    conv_partials: Vec<f32>,
+    /// Batch of the last forward (0 before any).
+    batch: usize,
+    /// Mode of the last forward, while its backward is still allowed.
+    pending: Option<Mode>,
+    /// Running-statistics momentum; `None` is PyTorch's cumulative average.
+    momentum: Option<f32>,
+}
+
+impl Network {
+    /// Allocates the workspace for `population` members and up to `batch` samples each.
+    pub fn new(spec: &ModelSpec, population: usize, batch: usize) -> Result<Self, Error> {
+        if population == 0 || batch == 0 {
+            return Err(Error::Spec("population and batch must be positive".into()));
+        }
+        let rows = population * batch;
+        let mut acts = vec![vec![0.0; rows * spec.input_len()]];
+        let mut steps: Vec<Step> = Vec::with_capacity(spec.ops.len());
+        let (mut max_c, mut max_conv) = (0, 0);
+        for &op in &spec.ops {
+            let input = acts.len() - 1;
+            // ReLU after BatchNorm overwrites the BN output: nothing reads it later, while a
+            // conv/linear output must survive for REPAIR's statistics.
+            let in_place = matches!(op, Op::Relu { .. })
+                && matches!(
+                    steps.last(),
+                    Some(Step {
+                        op: Op::BatchNorm { .. },
+                        ..
+                    })
+                );
+            if !in_place {
+                acts.push(vec![0.0; rows * op.out_len()]);
+            }
+            let (col, stats, norm) = match op {
+                Op::Conv {
+                    cin, cout, h, w, ..
+                } => {
+                    max_conv = max_conv.max(cout * (cin * 9 + 1));
+                    (vec![0.0; rows * h * w * cin * 9], vec![], vec![])
+                }
+                Op::BatchNorm { c, .. } => {
+                    max_c = max_c.max(c);
+                    (
+                        vec![],
+                        vec![0.0; 2 * population * c],
+                        vec![0.0; 2 * population * c],
+                    )
+                }
+                _ => (vec![], vec![], vec![]),
+            };
+            steps.push(Step {
+                op,
+                input,
+                output: acts.len() - 1,
+                col,
+                stats,
+                norm,
+            });
+        }
+        let max_act = acts.iter().map(Vec::len).max().unwrap_or(0);
+        Ok(Self {
+            spec: spec.clone(),
+            population,
+            capacity: batch,
+            steps,
+            acts,
+            grad: [vec![0.0; max_act], vec![0.0; max_act]],
+            param_grads: vec![0.0; population * spec.len()],
+            partials: vec![0.0; population * chunks(batch) * 2 * max_c],
+            conv_partials: vec![0.0; population * chunks(batch) * max_conv],
+            batch: 0,
+            pending: None,
+            momentum: Some(BN_MOMENTUM),
+        })
+    }
+
+    /// Sets BatchNorm's running-statistics momentum for later train-mode forwards:
+    /// `Some(m)` is PyTorch's exponential average (default 0.1); `None` is PyTorch's
+    /// `momentum=None`, the cumulative average `1 / num_batches_tracked`, used to re-estimate
+    /// statistics from reset running statistics and counters.
+    pub fn set_bn_momentum(&mut self, momentum: Option<f32>) {
+        self.momentum = momentum;
+    }
+
+    /// The model this network runs.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Members per call.
+    pub fn population(&self) -> usize {
+        self.population
+    }
+
+    /// The largest batch per member.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forward pass of all members; returns the logits, `P x B x classes`.
+    ///
+    /// `params` is the `P x N` population. In [`Mode::Train`] BatchNorm normalises with batch
+    /// statistics and updates `running_mean`/`running_var` (momentum 0.1, unbiased variance)
+    /// and `num_batches_tracked` in `params`, as PyTorch does.
+    pub fn forward(
+        &mut self,
+        params: &mut [f32],
+        input: Input,
+        mode: Mode,
+    ) -> Result<&[f32], Error> {
+        self.run(params, input, mode)?;
+        if mode == Mode::Train {
+            self.update_running_stats(params);
+        }
+        Ok(self.logits())
+    }
+
+    /// Eval-mode forward that only reads `params` (single models, ensembles, validation).
+    pub fn evaluate(&mut self, params: &[f32], input: Input) -> Result<&[f32], Error> {
+        self.run(params, input, Mode::Eval)?;
+        Ok(self.logits())
+    }
+
+    /// Logits of the last forward (`P x B x classes`).
+    pub fn logits(&self) -> &[f32] {
+        let len = self.population * self.batch * self.spec.classes();
+        &self.acts[self.acts.len() - 1][..len]
+    }
+
+    /// Pre-activation output of repairable layer `layer` (see
+    /// [`ModelSpec::repairable`]) in the last forward pass.
+    pub fn pre_activation(&self, layer: usize) -> Result<LayerOutput<'_>, Error> {
+        let step = &self.steps[self
+            .spec
+            .repairable_op(layer)
+            .ok_or(Error::NoSuchLayer(layer))?];
+        let (positions, channels) = match step.op {
+            Op::Conv { cout, h, w, .. } => (h * w, cout),
+            Op::Linear { fout, .. } => (1, fout),
+            _ => return Err(Error::NoSuchLayer(layer)),
+        };
+        let len = self.population * self.batch * positions * channels;
+        Ok(LayerOutput {
+            data: &self.acts[step.output][..len],
+            population: self.population,
+            batch: self.batch,
+            positions,
+            channels,
+        })
+    }
+
+    fn run(&mut self, params: &[f32], input: Input, mode: Mode) -> Result<(), Error> {
+        let (p, n) = (self.population, self.spec.len());
+        check_len("params", p * n, params.len())?;
+        let per = self.spec.input_len();
+        let (data, unit) = match input {
+            Input::PerMember(d) => (d, p * per),
+            Input::Shared(d) => (d, per),
+        };
+        let b = data.len() / unit;
+        check_len("input", b.max(1) * unit, data.len())?;
+        if b > self.capacity {
+            return Err(Error::Batch {
+                batch: b,
+                capacity: self.capacity,
+            });
+        }
+        if mode == Mode::Train {
+            for step in &self.steps {
+                if let Op::BatchNorm { spatial, .. } = step.op {
+                    if b * spatial < 2 {
+                        return Err(Error::TooFewForBatchNorm {
+                            values: b * spatial,
+                        });
+                    }
+                }
+            }
+        }
+        self.batch = b;
+        self.pending = None;
+        let [c, h, w] = self.spec.input_shape();
+        par_samples(&mut self.acts[0], p, b, per, |m, s, dst| {
+            let first = match input {
+                Input::PerMember(_) => m * b + s.start,
+                Input::Shared(_) => s.start,
+            };
+            // PyTorch's C x H x W to the engine's channel-last layout.
+            kernels::flatten(&data[first * per..][..s.len() * per], dst, c, h * w, true);
+        });
+        for step in &mut self.steps {
+            let (x, y) = io(&mut self.acts, step.input, step.output);
+            forward_step(step, x, y, params, &mut self.partials, p, b, n, mode);
+        }
+        self.pending = Some(mode);
+        Ok(())
+    }
+
+    fn update_running_stats(&self, params: &mut [f32]) {
+        let (p, n, b) = (self.population, self.spec.len(), self.batch);
+        for step in &self.steps {
+            if let Op::BatchNorm {
+                c,
+                spatial,
+                mean,
+                var,
+                count,
+                ..
+            } = step.op
+            {
+                let values = (b * spatial) as f64;
+                for (m, member) in params.chunks_exact_mut(n).enumerate().take(p) {
+                    member[count] += 1.0;
+                    let mom = self.momentum.map_or(1.0 / member[count] as f64, f64::from);
+                    for ch in 0..c {
+                        let (bm, bv) = (step.stats[m * c + ch], step.stats[(p + m) * c + ch]);
+                        let rm = &mut member[mean + ch];
+                        *rm = ((1.0 - mom) * *rm as f64 + mom * bm) as f32;
+                        let rv = &mut member[var + ch];
+                        *rv =
+                            ((1.0 - mom) * *rv as f64 + mom * bv * values / (values - 1.0)) as f32;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Backward pass of the last forward; returns the parameter gradients, `P x N` (zero
+    /// for running statistics and counters). `dlogits` is `P x B x classes`.
+    ///
+    /// Each forward allows one backward (it reuses the forward's buffers). After an
+    /// [`evaluate`](Self::evaluate) or an eval-mode forward, BatchNorm is differentiated as the
+    /// fixed affine map it then is.
+    pub fn backward(&mut self, params: &[f32], dlogits: &[f32]) -> Result<&[f32], Error> {
+        let (p, n, b) = (self.population, self.spec.len(), self.batch);
+        check_len("params", p * n, params.len())?;
+        let mode = self.pending.take().ok_or(Error::NoForward)?;
+        check_len("dlogits", p * b * self.spec.classes(), dlogits.len())?;
+        self.grad[0][..dlogits.len()].copy_from_slice(dlogits);
+        let mut cur = 0;
+        for (i, step) in self.steps.iter_mut().enumerate().rev() {
+            let (a, z) = self.grad.split_at_mut(1);
+            let (dout, din) = if cur == 0 {
+                (&mut a[0], &mut z[0])
+            } else {
+                (&mut z[0], &mut a[0])
+            };
+            let ctx = Ctx {
+                params,
+                grads: &mut self.param_grads,
+                partials: &mut self.partials,
+                conv_partials: &mut self.conv_partials,
+                p,
+                b,
+                n,
+            };
+            // The first layer's input gradient is never needed.
+            let din = (i > 0).then_some(&mut din[..]);
+            if backward_step(step, &self.acts, dout, din, ctx, mode) {
+                cur = 1 - cur;
+            }
+        }
+        Ok(&self.param_grads)
+    }
+}
+
+fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(Error::Length {
+            what,
+            expected,
+            found,
+        })
+    }
+}
+
+/// The input and output buffers of a step (the same buffer for an in-place op, whose input
+/// is then not needed).
+fn io(acts: &mut [Vec<f32>], input: usize, output: usize) -> (&[f32], &mut [f32]) {
+    if input == output {
+        return (&[], &mut acts[output]);
+    }
+    let (lo, hi) = acts.split_at_mut(output);
+    (&lo[input], &mut hi[0])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward_step(
+    step: &mut Step,
+    x: &[f32],
+    y: &mut [f32],
+    params: &[f32],
+    partials: &mut [f64],
+    p: usize,
+    b: usize,
+    n: usize,
+    mode: Mode,
+) {
+    let (in_len, out_len) = (step.op.in_len(), step.op.out_len());
+    let sample_in =
+        |m: usize, s: &std::ops::Range<usize>| &x[(m * b + s.start) * in_len..][..s.len() * in_len];
+    match step.op {
+        Op::Conv {
+            cin,
+            cout,
+            h,
+            w,
+            weight,
+            bias,
+        } => {
+            par_samples(&mut step.col, p, b, h * w * cin * 9, |m, s, col| {
+                kernels::im2col(sample_in(m, &s), col, cin, h, w)
+            });
+            dense_forward(
+                &step.col,
+                y,
+                params,
+                Dense {
+                    p,
+                    b,
+                    n,
+                    rows: h * w,
+                    fin: cin * 9,
+                    fout: cout,
+                    weight,
+                    bias,
+                },
+            );
+        }
+        Op::Linear {
+            fin,
+            fout,
+            weight,
+            bias,
+        } => {
+            dense_forward(
+                x,
+                y,
+                params,
+                Dense {
+                    p,
+                    b,
+                    n,
+                    rows: 1,
+                    fin,
+                    fout,
+                    weight,
+                    bias,
+                },
+            );
+        }
+        Op::BatchNorm {
+            c,
+            spatial,
+            scale,
+            shift,
+            mean,
+            var,
+            ..
+        } => {
+            let (nmean, ninv) = step.norm.split_at_mut(p * c);
+            match mode {
+                Mode::Train => {
+                    let (bmean, bvar) = step.stats.split_at_mut(p * c);
+                    let rows = (b * spatial) as f64;
+                    channel_sums(partials, p, b, c, |m, s, acc| {
+                        for row in sample_in(m, &s).chunks_exact(c) {
+                            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+                        }
+                    });
+                    reduce_chunks(partials, p, b, c, |m, ch, sum| {
+                        bmean[m * c + ch] = sum / rows
+                    });
+                    let bmean_ref = &*bmean;
+                    channel_sums(partials, p, b, c, |m, s, acc| {
+                        let mu = &bmean_ref[m * c..][..c];
+                        for row in sample_in(m, &s).chunks_exact(c) {
+                            for ((a, &v), &u) in acc.iter_mut().zip(row).zip(mu) {
+                                let d = v as f64 - u;
+                                *a += d * d;
+                            }
+                        }
+                    });
+                    reduce_chunks(partials, p, b, c, |m, ch, sum| {
+                        bvar[m * c + ch] = sum / rows
+                    });
+                    for i in 0..p * c {
+                        nmean[i] = bmean[i] as f32;
+                        ninv[i] = (1.0 / (bvar[i] + BN_EPS as f64).sqrt()) as f32;
+                    }
+                }
+                Mode::Eval => {
+                    for m in 0..p {
+                        for ch in 0..c {
+                            nmean[m * c + ch] = params[m * n + mean + ch];
+                            ninv[m * c + ch] = 1.0 / (params[m * n + var + ch] + BN_EPS).sqrt();
+                        }
+                    }
+                }
+            }
+            let (nmean, ninv) = (&*nmean, &*ninv);
+            par_samples(y, p, b, out_len, |m, s, out| {
+                let (mu, inv) = (&nmean[m * c..][..c], &ninv[m * c..][..c]);
+                let (gamma, beta) = (&params[m * n + scale..][..c], &params[m * n + shift..][..c]);
+                for (o, xr) in out
+                    .chunks_exact_mut(c)
+                    .zip(sample_in(m, &s).chunks_exact(c))
+                {
+                    for ch in 0..c {
+                        o[ch] = (xr[ch] - mu[ch]) * inv[ch] * gamma[ch] + beta[ch];
+                    }
+                }
+            });
+        }
+        Op::Relu { len } => {
+            let y = &mut y[..p * b * len];
+            if x.is_empty() {
+                y.par_chunks_mut(1 << 14)
+                    .for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+            } else {
+                y.par_chunks_mut(1 << 14)
+                    .zip(x[..p * b * len].par_chunks(1 << 14))
+                    .for_each(|(o, i)| o.iter_mut().zip(i).for_each(|(o, &v)| *o = v.max(0.0)));
+            }
+        }
+        Op::MaxPool { c, h, w } => {
+            par_samples(y, p, b, out_len, |m, s, out| {
+                kernels::maxpool(sample_in(m, &s), out, c, h, w)
+            });
+        }
+        Op::Flatten { c, h, w } => {
+            par_samples(y, p, b, out_len, |m, s, out| {
+                kernels::flatten(sample_in(m, &s), out, c, h * w, false)
+            });
+        }
+    }
+}
+
+/// What a backward step may touch besides its own buffers.
+struct Ctx<'a> {
+    params: &'a [f32],
+    grads: &'a mut [f32],
+    partials: &'a mut [f64],
+    conv_partials: &'a mut [f32],
+    p: usize,
+    b: usize,
+    n: usize,
+}
+
+/// Backward of one step: reads `dout`, writes the parameter gradients and, when `din` is
+/// given, the input gradient. Returns whether the gradient moved to `din` (false when it
+/// was updated in place in `dout`).
+fn backward_step(
+    step: &mut Step,
+    acts: &[Vec<f32>],
+    dout: &mut [f32],
+    din: Option<&mut [f32]>,
+    ctx: Ctx,
+    mode: Mode,
+) -> bool {
+    let Ctx {
+        params,
+        grads,
+        partials,
+        conv_partials,
+        p,
+        b,
+        n,
+    } = ctx;
+    let (x, y) = (&acts[step.input], &acts[step.output]);
+    let (in_len, out_len) = (step.op.in_len(), step.op.out_len());
+    let sample_out = |m: usize, s: &std::ops::Range<usize>| {
+        &dout[(m * b + s.start) * out_len..][..s.len() * out_len]
+    };
+    match step.op {
+        Op::Relu { len } => {
+            let len = p * b * len;
+            dout[..len]
+                .par_chunks_mut(1 << 14)
+                .zip(y[..len].par_chunks(1 << 14))
+                .for_each(|(g, y)| {
+                    // A select rather than a branch: the sign pattern is random.
+                    g.iter_mut()
+                        .zip(y)
+                        .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 })
+                });
+            return false;
+        }
+        Op::Conv {
+            cin,
+            cout,
+            h,
+            w,
+            weight,
+            bias,
+        } => {
+            let d = Dense {
+                p,
+                b,
+                n,
+                rows: h * w,
+                fin: cin * 9,
+                fout: cout,
+                weight,
+                bias,
+            };
+            conv_weight_grads(&step.col, dout, grads, conv_partials, d);
+            if let Some(din) = din {
+                // The columns are no longer needed: they become the column gradient.
+                dense_input_grads(dout, &mut step.col, params, d);
+                let col = &step.col;
+                par_samples(din, p, b, in_len, |m, s, di| {
+                    kernels::col2im(
+                        &col[(m * b + s.start) * d.rows * d.fin..][..s.len() * d.rows * d.fin],
+                        di,
+                        cin,
+                        h,
+                        w,
+                    )
+                });
+            }
+        }
+        Op::Linear {
+            fin,
+            fout,
+            weight,
+            bias,
+        } => {
+            let d = Dense {
+                p,
+                b,
+                n,
+                rows: 1,
+                fin,
+                fout,
+                weight,
+                bias,
+            };
+            dense_weight_grads(x, dout, grads, d);
+            if let Some(din) = din {
+                dense_input_grads(dout, din, params, d);
+            }
+        }
+        Op::BatchNorm {
+            c,
+            spatial,
+            scale,
+            shift,
+            ..
+        } => {
+            let (nmean, ninv) = step.norm.split_at(p * c);
+            let sample_in = |m: usize, s: &std::ops::Range<usize>| {
+                &x[(m * b + s.start) * in_len..][..s.len() * in_len]
+            };
+            // Partial sums of dy and dy * xhat per (member, chunk, channel).
+            channel_sums(partials, p, b, 2 * c, |m, s, acc| {
+                let (mu, inv) = (&nmean[m * c..][..c], &ninv[m * c..][..c]);
+                for (xr, gr) in sample_in(m, &s)
+                    .chunks_exact(c)
+                    .zip(sample_out(m, &s).chunks_exact(c))
+                {
+                    for ch in 0..c {
+                        let xhat = (xr[ch] - mu[ch]) * inv[ch];
+                        acc[ch] += gr[ch] as f64;
+                        acc[c + ch] += (gr[ch] * xhat) as f64;
+                    }
+                }
+            });
+            reduce_chunks(partials, p, b, 2 * c, |m, ch, sum| {
+                let at = if ch < c { shift + ch } else { scale + ch - c };
+                grads[m * n + at] = sum as f32;
+            });
+            if let Some(din) = din {
+                let grads = &*grads;
+                let rows = (b * spatial) as f32;
+                par_samples(din, p, b, in_len, |m, s, di| {
+                    let (mu, inv) = (&nmean[m * c..][..c], &ninv[m * c..][..c]);
+                    let gamma = &params[m * n + scale..][..c];
+                    let (dbeta, dgamma) =
+                        (&grads[m * n + shift..][..c], &grads[m * n + scale..][..c]);
+                    let rows_in = sample_in(m, &s)
+                        .chunks_exact(c)
+                        .zip(sample_out(m, &s).chunks_exact(c));
+                    for (dr, (xr, gr)) in di.chunks_exact_mut(c).zip(rows_in) {
+                        for ch in 0..c {
+                            let k = gamma[ch] * inv[ch];
+                            dr[ch] = match mode {
+                                Mode::Train => {
+                                    let xhat = (xr[ch] - mu[ch]) * inv[ch];
+                                    k * (gr[ch] - dbeta[ch] / rows - xhat * dgamma[ch] / rows)
+                                }
+                                Mode::Eval => k * gr[ch],
+                            };
+                        }
+                    }
+                });
+            }
+        }
+        Op::MaxPool { c, h, w } => {
+            if let Some(din) = din {
+                par_samples(din, p, b, in_len, |m, s, di| {
+                    kernels::maxpool_backward(
+                        &x[(m * b + s.start) * in_len..][..s.len() * in_len],
+                        sample_out(m, &s),
+                        di,
+                        c,
+                        h,
+                        w,
+                    )
+                });
+            }
+        }
+        Op::Flatten { c, h, w } => {
+            if let Some(din) = din {
+                par_samples(din, p, b, in_len, |m, s, di| {
+                    kernels::flatten(sample_out(m, &s), di, c, h * w, true)
+                });
+            }
+        }
+    }
+    true
+}
+
+/// Sizes and tensor offsets of a conv (as a gemm over im2col rows) or linear layer.
+#[derive(Clone, Copy)]
+struct Dense {
+    p: usize,
+    b: usize,
+    n: usize,
+    /// Gemm rows per sample (output positions).
+    rows: usize,
+    fin: usize,
+    fout: usize,
+    weight: usize,
+    bias: usize,
+}
+
+/// `y[rows, fout] = x[rows, fin] * W^T + bias`, per (member, chunk).
+fn dense_forward(x: &[f32], y: &mut [f32], params: &[f32], d: Dense) {
+    let Dense {
+        b,
+        n,
+        rows,
+        fin,
+        fout,
+        weight,
+        bias,
+        ..
+    } = d;
+    par_samples(y, d.p, b, rows * fout, |m, s, out| {
+        let member = &params[m * n..][..n];
+        let r = s.len() * rows;
+        for row in out.chunks_exact_mut(fout) {
+            row.copy_from_slice(&member[bias..bias + fout]);
+        }
+        let xr = &x[(m * b + s.start) * rows * fin..][..r * fin];
+        matmul(
+            out,
+            fout,
+            Mat::rows(xr, r, fin),
+            Mat::transposed(&member[weight..weight + fout * fin], fin, fout, fin),
+            true,
+        );
+    });
+}
+
+/// Linear weight and bias gradients, `dW = dy^T x` and `db = sum of dy rows`: each member
+/// one gemm over its whole batch, split over fixed blocks of output rows (a linear weight
+/// can be large, so per-chunk partials as in [`conv_weight_grads`] would cost memory, and
+/// the batch is a short `k`).
+fn dense_weight_grads(x: &[f32], dy: &[f32], grads: &mut [f32], d: Dense) {
+    let Dense {
+        b,
+        n,
+        rows,
+        fin,
+        fout,
+        weight,
+        bias,
+        ..
+    } = d;
+    let r = b * rows;
+    grads
+        .par_chunks_mut(n)
+        .take(d.p)
+        .enumerate()
+        .for_each(|(m, gm)| {
+            // The bias directly follows the weight in every layout this crate builds.
+            let (gw, gb) = gm[weight..bias + fout].split_at_mut(fout * fin);
+            let (dym, xm) = (
+                &dy[m * r * fout..][..r * fout],
+                &x[m * r * fin..][..r * fin],
+            );
+            gw.par_chunks_mut(ROW_BLOCK * fin)
+                .zip(gb.par_chunks_mut(ROW_BLOCK))
+                .enumerate()
+                .for_each(|(k, (gw, gb))| {
+                    let o0 = k * ROW_BLOCK;
+                    let lhs = Mat {
+                        data: &dym[o0..],
+                        rows: gb.len(),
+                        cols: r,
+                        rs: 1,
+                        cs: fout,
+                    };
+                    matmul(gw, fin, lhs, Mat::rows(xm, r, fin), false);
+                    let mut acc = [0.0f64; ROW_BLOCK];
+                    for row in dym.chunks_exact(fout) {
+                        acc.iter_mut()
+                            .zip(&row[o0..o0 + gb.len()])
+                            .for_each(|(a, &v)| *a += v as f64);
+                    }
+                    gb.iter_mut().zip(acc).for_each(|(g, a)| *g = a as f32);
+                });
+        });
+}
+
+/// Conv weight and bias gradients: one gemm per (member, chunk of samples) into
+/// `partials` (`k` = the chunk's output positions, a better gemm shape than splitting the
+/// small weight by rows), then the partials summed in chunk order.
+fn conv_weight_grads(col: &[f32], dy: &[f32], grads: &mut [f32], partials: &mut [f32], d: Dense) {
+    let Dense {
+        p,
+        b,
+        n,
+        rows,
+        fin,
+        fout,
+        weight,
+        bias,
+    } = d;
+    let (len, nchunks) = (fout * (fin + 1), chunks(b));
+    partials[..p * nchunks * len]
+        .par_chunks_mut(len)
+        .enumerate()
+        .for_each(|(t, part)| {
+            let s0 = (t % nchunks) * CHUNK;
+            let start = (t / nchunks) * b + s0;
+            let r = (CHUNK.min(b - s0)) * rows;
+            let dyr = &dy[start * rows * fout..][..r * fout];
+            let (pw, pb) = part.split_at_mut(fout * fin);
+            let lhs = Mat {
+                data: dyr,
+                rows: fout,
+                cols: r,
+                rs: 1,
+                cs: fout,
+            };
+            matmul(
+                pw,
+                fin,
+                lhs,
+                Mat::rows(&col[start * rows * fin..][..r * fin], r, fin),
+                false,
+            );
+            pb.fill(0.0);
+            for row in dyr.chunks_exact(fout) {
+                pb.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+            }
+        });
+    let partials = &*partials;
+    grads
+        .par_chunks_mut(n)
+        .take(p)
+        .enumerate()
+        .for_each(|(m, gm)| {
+            // The bias directly follows the weight: one contiguous `fout * (fin + 1)` range.
+            debug_assert_eq!(bias, weight + fout * fin);
+            let g = &mut gm[weight..weight + len];
+            let mut parts = partials[m * nchunks * len..][..nchunks * len].chunks_exact(len);
+            g.copy_from_slice(parts.next().unwrap_or(&[]));
+            for part in parts {
+                g.iter_mut().zip(part).for_each(|(g, &v)| *g += v);
+            }
+        });
+}
+
+/// `dx[rows, fin] = dy[rows, fout] * W`, per (member, chunk).
+fn dense_input_grads(dy: &[f32], dx: &mut [f32], params: &[f32], d: Dense) {
+    let Dense {
+        b,
+        n,
+        rows,
+        fin,
+        fout,
+        weight,
+        ..
+    } = d;
+    par_samples(dx, d.p, b, rows * fin, |m, s, out| {
+        let r = s.len() * rows;
+        let dyr = &dy[(m * b + s.start) * rows * fout..][..r * fout];
+        let wt = &params[m * n + weight..][..fout * fin];
+        matmul(
+            out,
+            fin,
+            Mat::rows(dyr, r, fout),
+            Mat::rows(wt, fout, fin),
+            false,
+        );
+    });
+}
+
+/// Fills `partials[(m, chunk), 0..width]` in parallel with `f(member, samples, acc)` (acc
+/// zeroed first): per-chunk partial sums, later added in chunk order by [`reduce_chunks`].
+fn channel_sums(
+    partials: &mut [f64],
+    p: usize,
+    b: usize,
+    width: usize,
+    f: impl Fn(usize, std::ops::Range<usize>, &mut [f64]) + Sync,
+) {
+    let nchunks = chunks(b);
+    partials[..p * nchunks * width]
+        .par_chunks_mut(width)
+        .enumerate()
+        .for_each(|(t, acc)| {
+            let (m, k) = (t / nchunks, t % nchunks);
+            acc.fill(0.0);
+            f(m, k * CHUNK..((k + 1) * CHUNK).min(b), acc)
+        });
+}
+
+/// Calls `emit(m, j, sum)` with the sum over chunks `k`, in chunk order, of
+/// `partials[(m, k), j]`: the fixed order that makes the result independent of threads.
+fn reduce_chunks(
+    partials: &[f64],
+    p: usize,
+    b: usize,
+    width: usize,
+    mut emit: impl FnMut(usize, usize, f64),
+) {
+    let nchunks = chunks(b);
+    for m in 0..p {
+        for j in 0..width {
+            emit(
+                m,
+                j,
+                (0..nchunks)
+                    .map(|k| partials[(m * nchunks + k) * width + j])
+                    .sum(),
+            );
+        }
+    }
+}
