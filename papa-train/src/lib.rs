@@ -5,7 +5,10 @@
 
 pub mod augment;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
+pub mod eval;
 pub mod model;
 pub mod optim;
 pub mod report;
+pub mod train;

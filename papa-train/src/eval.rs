@@ -1,0 +1,177 @@
+//! Evaluation and model surgery with the engine: accuracies of members and ensembles,
+//! BatchNorm re-estimation, and REPAIR of averaged children (papa-core's arithmetic, the
+//! engine's activations).
+
+use crate::data::Dataset;
+use crate::model::{self, argmax, Input, Mode, ModelSpec, Network};
+use papa_core::layout::TensorKind;
+use papa_core::repair::{accumulate, channel_stats, corrections, fold_correction, goal_stats, Bias, ChannelStats, Correction, Moments};
+
+/// Samples per evaluation forward.
+pub const EVAL_BATCH: usize = 500;
+
+/// What went wrong while evaluating or repairing.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The engine refused a call.
+    #[error(transparent)]
+    Model(#[from] model::Error),
+    /// papa-core refused an input.
+    #[error("{0}")]
+    Core(#[from] papa_core::Error),
+    /// The dataset does not fit the model.
+    #[error("dataset samples have {found} values, the model takes {expected}")]
+    Shape {
+        /// Values per sample the model takes.
+        expected: usize,
+        /// Values per sample of the data.
+        found: usize,
+    },
+}
+
+/// Test (or validation) accuracy of a population on `data`, in %.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PopulationAccuracy {
+    /// Each member alone.
+    pub members: Vec<f32>,
+    /// The ensemble: the mean of the members' logits.
+    pub ensemble: f32,
+}
+
+/// Accuracy of every member of `params` (`P x N`) and of their ensemble on all of `data`.
+pub fn accuracy(spec: &ModelSpec, params: &[f32], data: &Dataset) -> Result<PopulationAccuracy, EvalError> {
+    let p = params.len() / spec.len().max(1);
+    check_data(spec, data)?;
+    let mut net = Network::new(spec, p.max(1), EVAL_BATCH)?;
+    let classes = spec.classes();
+    let (mut correct, mut ensemble_correct) = (vec![0usize; p], 0usize);
+    let mut mean_logits = vec![0.0f32; classes];
+    for range in crate::data::eval_ranges(data.len(), EVAL_BATCH) {
+        let input = &data.images[range.start * data.sample_len()..range.end * data.sample_len()];
+        let logits = net.evaluate(params, Input::Shared(input))?;
+        let batch = range.len();
+        for (s, &label) in data.labels[range].iter().enumerate() {
+            mean_logits.iter_mut().for_each(|v| *v = 0.0);
+            for (m, hits) in correct.iter_mut().enumerate() {
+                let row = &logits[(m * batch + s) * classes..][..classes];
+                *hits += usize::from(argmax(row) == usize::from(label));
+                mean_logits.iter_mut().zip(row).for_each(|(a, &z)| *a += z);
+            }
+            ensemble_correct += usize::from(argmax(&mean_logits) == usize::from(label));
+        }
+    }
+    let percent = |hits: usize| (100.0 * hits as f64 / data.len().max(1) as f64) as f32;
+    Ok(PopulationAccuracy {
+        members: correct.into_iter().map(percent).collect(),
+        ensemble: percent(ensemble_correct),
+    })
+}
+
+/// Re-estimates the BatchNorm running statistics of every member of `params` on the
+/// calibration batches (`calibration` holds whole batches of `batch` samples): the
+/// statistics are reset and recomputed as a cumulative average (PyTorch's `momentum=None`),
+/// so that averaged weights get statistics that match them.
+pub fn reestimate_batchnorm(spec: &ModelSpec, params: &mut [f32], calibration: &[f32], batch: usize) -> Result<(), EvalError> {
+    let n = spec.len();
+    let p = params.len() / n.max(1);
+    let has_bn = spec.tensors().iter().any(|t| t.kind == TensorKind::BnRunningMean);
+    if !has_bn || p == 0 {
+        return Ok(());
+    }
+    for member in params.chunks_exact_mut(n) {
+        for t in spec.tensors() {
+            let fill = match t.kind {
+                TensorKind::BnRunningMean | TensorKind::Counter => 0.0,
+                TensorKind::BnRunningVar => 1.0,
+                _ => continue,
+            };
+            member[t.offset..t.offset + t.shape.iter().product::<usize>()].fill(fill);
+        }
+    }
+    let mut net = Network::new(spec, p, batch)?;
+    net.set_bn_momentum(None);
+    for input in calibration.chunks_exact(batch * spec.input_len()) {
+        net.forward(params, Input::Shared(input), Mode::Train)?;
+    }
+    Ok(())
+}
+
+/// REPAIR: gives each child's conv/linear outputs the per-channel mean and std that its
+/// parents' outputs have, combined with the child's weights (`weights[c]` has one entry per
+/// parent), then re-estimates BatchNorm statistics.
+///
+/// Layers followed by a BatchNorm are left to it: re-estimated batch statistics undo any
+/// per-channel affine change of its input, so BatchNorm reset is REPAIR there. The other
+/// layers are corrected in network order, each measured after the earlier ones were fixed.
+pub fn repair(
+    spec: &ModelSpec,
+    children: &mut [f32],
+    parents: &[f32],
+    weights: &[Vec<f32>],
+    calibration: &[f32],
+    batch: usize,
+) -> Result<(), EvalError> {
+    let n = spec.len();
+    let (kids, p) = (children.len() / n.max(1), parents.len() / n.max(1));
+    reestimate_batchnorm(spec, children, calibration, batch)?;
+    let layers: Vec<(usize, &model::RepairableLayer)> =
+        spec.repairable().enumerate().filter(|(_, l)| l.batch_norm.is_none()).collect();
+    if layers.is_empty() || kids == 0 {
+        return Ok(());
+    }
+    let batches: Vec<&[f32]> = calibration.chunks_exact(batch * spec.input_len()).collect();
+    // Each parent's statistics at every corrected layer: [layer][parent * C + c].
+    let parent_stats: Vec<Vec<ChannelStats>> = {
+        let mut net = Network::new(spec, p, batch)?;
+        let mut moments: Vec<Vec<Moments>> = layers.iter().map(|(_, l)| vec![Moments::EMPTY; p * l.channels]).collect();
+        for input in &batches {
+            net.evaluate(parents, Input::Shared(input))?;
+            for ((index, layer), stats) in layers.iter().zip(&mut moments) {
+                let out = net.pre_activation(*index)?;
+                for m in 0..p {
+                    accumulate(&mut stats[m * layer.channels..][..layer.channels], out.member(m), layer.channels, 1)?;
+                }
+            }
+        }
+        moments
+            .iter()
+            .map(|m| {
+                let mut s = vec![ChannelStats { mean: 0.0, std: 0.0 }; m.len()];
+                channel_stats(m, &mut s).map(|()| s)
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let mut net = Network::new(spec, kids, batch)?;
+    for ((index, layer), goal_of_parents) in layers.iter().zip(&parent_stats) {
+        let c = layer.channels;
+        let mut moments = vec![Moments::EMPTY; kids * c];
+        for input in &batches {
+            net.evaluate(children, Input::Shared(input))?;
+            let out = net.pre_activation(*index)?;
+            for k in 0..kids {
+                accumulate(&mut moments[k * c..][..c], out.member(k), c, 1)?;
+            }
+        }
+        let weight = spec.find(&layer.weight).ok_or(model::Error::NoSuchLayer(*index))?;
+        let bias = spec.find(&layer.bias).ok_or(model::Error::NoSuchLayer(*index))?;
+        let (mut measured, mut goal) = (vec![ChannelStats { mean: 0.0, std: 0.0 }; c], vec![ChannelStats { mean: 0.0, std: 0.0 }; c]);
+        let mut fix = vec![Correction { scale: 1.0, shift: 0.0 }; c];
+        for (k, child) in children.chunks_exact_mut(n).enumerate() {
+            channel_stats(&moments[k * c..][..c], &mut measured)?;
+            goal_stats(goal_of_parents, &weights[k], &mut goal)?;
+            corrections(&goal, &measured, &mut fix)?;
+            let (w, rest) = child.split_at_mut(bias.offset);
+            let w = &mut w[weight.offset..weight.offset + weight.shape.iter().product::<usize>()];
+            fold_correction(w, Bias::Existing(&mut rest[..c]), &fix)?;
+        }
+    }
+    // Later BatchNorms saw the uncorrected outputs.
+    reestimate_batchnorm(spec, children, calibration, batch)
+}
+
+fn check_data(spec: &ModelSpec, data: &Dataset) -> Result<(), EvalError> {
+    if data.sample_len() != spec.input_len() {
+        return Err(EvalError::Shape { expected: spec.input_len(), found: data.sample_len() });
+    }
+    Ok(())
+}

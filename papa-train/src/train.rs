@@ -1,0 +1,445 @@
+//! Population training with PAPA: the loop that turns data into one model.
+//!
+//! Every random choice is a fork of the run seed by purpose, member, epoch and step, so a run
+//! has the same bits on any thread count and resumes exactly from an epoch checkpoint.
+
+use crate::augment::{augment_batch, draw_recipes, BatchShape, Recipe};
+use crate::checkpoint::{load_state, save_state};
+use crate::config::{Method, TrainConfig};
+use crate::data::{batches, batches_per_epoch, epoch_order, Splits};
+use crate::eval::{accuracy, repair, reestimate_batchnorm, EvalError};
+use crate::model::{init_member, soft_cross_entropy, Input, Mode, ModelSpec, Network};
+use crate::optim::{LrSchedule, Sgd};
+use crate::report::{Accuracy, EpochRecord, MethodResult};
+use papa_core::diversity::{distances_to_mean, mean_pairwise_cosine};
+use papa_core::layout::Layout;
+use papa_core::population::Contiguous;
+use papa_core::rng::Rng;
+use papa_core::rules::{average, draw_pairs, gradual, papa2, papa2_scratch_len, papa_all, Options, Weights};
+use papa_core::schedule::{effective_alpha, Schedule};
+use papa_core::soup::{greedy_soup, GreedyBuffers};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Instant;
+
+const INIT_STREAM: u64 = 1;
+const AUGMENT_STREAM: u64 = 3;
+const PAIR_STREAM: u64 = 4;
+const CALIBRATION_STREAM: u64 = 5;
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The loss of a member became NaN or infinite; the last checkpoint is kept.
+    #[error("member {member}'s loss became {loss} at epoch {epoch}, step {step}: training stopped (the last epoch checkpoint is kept; try a lower --lr)")]
+    Diverged {
+        /// The member.
+        member: usize,
+        /// 0-based epoch.
+        epoch: usize,
+        /// Global step.
+        step: u64,
+        /// The value.
+        loss: f32,
+    },
+    /// Evaluation or REPAIR failed.
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    /// A lower layer refused an input.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn other(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Other(e.to_string())
+}
+
+/// The resumable part of a run, stored beside the population at each epoch end.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct State {
+    method: Method,
+    config: TrainConfig,
+    epochs_done: usize,
+    seconds: f64,
+    history: Vec<EpochRecord>,
+}
+
+/// What one method produced: its results and the single model it ships.
+pub struct Outcome {
+    /// Accuracies, soups, history.
+    pub result: MethodResult,
+    /// The final model (N floats).
+    pub model: Vec<f32>,
+}
+
+/// Called after every optimizer step (for progress bars) with the steps done and the total.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// Trains `cfg.population` members with `method` and evaluates everything. With `checkpoint`
+/// the population is saved (atomically) after every epoch, and an existing checkpoint of the
+/// same method and settings is resumed.
+pub fn train_method(
+    cfg: &TrainConfig,
+    splits: &Splits,
+    spec: &ModelSpec,
+    method: Method,
+    checkpoint: Option<&Path>,
+    progress: Progress<'_>,
+) -> Result<Outcome, TrainError> {
+    let run = Run::new(cfg, splits, spec, method)?;
+    let (mut params, mut velocity, mut state) = match checkpoint.filter(|p| p.exists()) {
+        Some(path) => run.resume(path)?,
+        None => {
+            let state = State { method, config: cfg.clone(), epochs_done: 0, seconds: 0.0, history: vec![] };
+            (run.init(), vec![0.0; run.p * run.n], state)
+        }
+    };
+    let mut net = Network::new(spec, run.p, cfg.batch).map_err(other)?;
+    while state.epochs_done < cfg.epochs {
+        let started = Instant::now();
+        let epoch = state.epochs_done;
+        let loss = run.epoch(&mut net, &mut params, &mut velocity, epoch, progress)?;
+        if run.epoch_rule_due(epoch) {
+            run.epoch_rule(&mut params, &mut velocity, epoch)?;
+        }
+        let mut record = run.measure(&params, epoch, loss)?;
+        record.seconds = started.elapsed().as_secs_f64();
+        state.seconds += record.seconds;
+        state.history.push(record);
+        state.epochs_done += 1;
+        if let Some(path) = checkpoint {
+            let json = serde_json::to_string(&state).map_err(other)?;
+            let shape = [run.p, run.n];
+            save_state(path, &[("population", &params, &shape), ("velocity", &velocity, &shape)], &json).map_err(other)?;
+        }
+    }
+    let started = Instant::now();
+    let (result, model) = run.finish(&params, &state)?;
+    let mut result = result;
+    result.wall_seconds = state.seconds + started.elapsed().as_secs_f64();
+    Ok(Outcome { result, model })
+}
+
+/// Everything fixed for the length of a run.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    splits: &'a Splits,
+    spec: &'a ModelSpec,
+    method: Method,
+    p: usize,
+    n: usize,
+    steps_per_epoch: usize,
+    train_len: usize,
+    recipes: Vec<Recipe>,
+    lr: LrSchedule,
+    alpha: f32,
+    trainable: Vec<Range<usize>>,
+    calibration: Vec<f32>,
+}
+
+impl<'a> Run<'a> {
+    fn new(cfg: &'a TrainConfig, splits: &'a Splits, spec: &'a ModelSpec, method: Method) -> Result<Self, TrainError> {
+        let train_len = match cfg.train_limit {
+            0 => splits.train.len(),
+            limit => limit.min(splits.train.len()),
+        };
+        let steps_per_epoch = batches_per_epoch(train_len, cfg.batch);
+        if steps_per_epoch == 0 {
+            return Err(other(format!("{train_len} training samples make no batch of {}", cfg.batch)));
+        }
+        let total = steps_per_epoch * cfg.epochs;
+        let lr = LrSchedule::cosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr.min(cfg.lr)).map_err(other)?;
+        let recipes = if cfg.regularisation_grid {
+            draw_recipes(cfg.seed, cfg.population, splits.train.hflip_ok)
+        } else {
+            vec![Recipe::standard(splits.train.hflip_ok); cfg.population]
+        };
+        let mut trainable: Vec<Range<usize>> = Vec::new();
+        for t in spec.tensors().iter().filter(|t| t.kind.trainable()) {
+            let r = t.offset..t.offset + t.shape.iter().product::<usize>();
+            match trainable.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => trainable.push(r),
+            }
+        }
+        // Calibration for REPAIR and BatchNorm: fixed, unaugmented training samples.
+        let calib_count = (cfg.repair_batches * cfg.batch).min(train_len) / cfg.batch * cfg.batch;
+        let mut order: Vec<u32> = (0..train_len as u32).collect();
+        Rng::new(cfg.seed).fork(CALIBRATION_STREAM).shuffle(&mut order);
+        let sl = splits.train.sample_len();
+        let mut calibration = vec![0.0; calib_count * sl];
+        let mut labels = vec![0u8; calib_count];
+        splits.train.gather(&order[..calib_count], &mut calibration, &mut labels).map_err(other)?;
+        Ok(Run {
+            cfg,
+            splits,
+            spec,
+            method,
+            p: cfg.population,
+            n: spec.len(),
+            steps_per_epoch,
+            train_len,
+            recipes,
+            lr,
+            alpha: cfg.papa_alpha(total),
+            trainable,
+            calibration,
+        })
+    }
+
+    fn init(&self) -> Vec<f32> {
+        let rng = Rng::new(self.cfg.seed).fork(INIT_STREAM);
+        let mut params = vec![0.0; self.p * self.n];
+        for (j, member) in params.chunks_exact_mut(self.n).enumerate() {
+            // Sizes come from the spec itself, so this cannot fail.
+            init_member(self.spec, &mut rng.fork(j as u64), member).expect("member sized by its spec");
+        }
+        params
+    }
+
+    fn resume(&self, path: &Path) -> Result<(Vec<f32>, Vec<f32>, State), TrainError> {
+        let loaded = load_state(path).map_err(other)?;
+        let state: State = serde_json::from_str(&loaded.state_json).map_err(other)?;
+        if state.method != self.method || &state.config != self.cfg {
+            return Err(other(format!(
+                "checkpoint {} belongs to another run (method or settings differ); use a fresh --out",
+                path.display()
+            )));
+        }
+        let take = |name: &str| {
+            loaded
+                .buffers
+                .get(name)
+                .filter(|(shape, _)| shape == &[self.p, self.n])
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| other(format!("checkpoint {} lacks a {name} of {} x {}", path.display(), self.p, self.n)))
+        };
+        Ok((take("population")?, take("velocity")?, state))
+    }
+
+    fn layout_options<R>(&self, f: impl FnOnce(&Options<'_>) -> R) -> R {
+        let specs = self.spec.tensor_specs();
+        let layout = Layout::new(&specs).ok();
+        f(&Options { layout, check_finite: false })
+    }
+
+    /// One epoch of SGD on every member; PAPA gradual inside. Returns the mean training loss.
+    fn epoch(&self, net: &mut Network, params: &mut [f32], velocity: &mut [f32], epoch: usize, progress: Progress<'_>) -> Result<f32, TrainError> {
+        let (p, b, cfg) = (self.p, self.cfg.batch, self.cfg);
+        let train = &self.splits.train;
+        let sl = train.sample_len();
+        let classes = train.classes;
+        let shape = BatchShape { channels: train.channels, height: train.height, width: train.width, classes };
+        let pad = self.splits.pad_value(0);
+        let orders: Vec<Vec<u32>> = (0..p)
+            .map(|j| epoch_order(cfg.seed, j as u64, epoch as u64, self.train_len as u32))
+            .collect();
+        let (mut images, mut targets) = (vec![0.0f32; p * b * sl], vec![0.0f32; p * b * classes]);
+        let (mut dlogits, mut losses) = (vec![0.0f32; p * b * classes], vec![0.0f32; p]);
+        let gradual_schedule = Schedule::every_steps(cfg.papa_every_steps).map_err(other)?;
+        let total_steps = (self.steps_per_epoch * cfg.epochs) as u64;
+        let sgd = Sgd { momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: cfg.nesterov };
+        let mut loss_sum = 0.0f64;
+        for s in 0..self.steps_per_epoch {
+            let step = (epoch * self.steps_per_epoch + s) as u64;
+            images
+                .par_chunks_mut(b * sl)
+                .zip(targets.par_chunks_mut(b * classes))
+                .enumerate()
+                .try_for_each(|(j, (img, tgt))| -> Result<(), TrainError> {
+                    let idx = batches(&orders[j], b).map_err(other)?.nth(s).ok_or_else(|| other("epoch order too short"))?;
+                    let mut labels = vec![0u8; b];
+                    train.gather(idx, img, &mut labels).map_err(other)?;
+                    let mut rng = Rng::new(cfg.seed).fork(AUGMENT_STREAM).fork(j as u64).fork(step);
+                    augment_batch(&self.recipes[j], &mut rng, img, &labels, shape, pad, tgt).map_err(other)
+                })?;
+            let logits = net.forward(params, Input::PerMember(&images), Mode::Train).map_err(other)?;
+            soft_cross_entropy(logits, &targets, classes, &mut dlogits, &mut losses).map_err(other)?;
+            if let Some((member, &loss)) = losses.iter().enumerate().find(|(_, l)| !l.is_finite()) {
+                return Err(TrainError::Diverged { member, epoch, step, loss });
+            }
+            loss_sum += losses.iter().map(|&l| f64::from(l)).sum::<f64>() / p as f64;
+            let grads = net.backward(params, &dlogits).map_err(other)?;
+            let lr = self.lr.lr_at(step as usize);
+            sgd.step(params, grads, velocity, self.n, &self.trainable, lr).map_err(other)?;
+            if self.method == Method::Papa && gradual_schedule.due_after_step(step + 1) {
+                let alpha = if cfg.papa_lr_scaling {
+                    effective_alpha(self.alpha, lr, self.lr.base()).map_err(other)?
+                } else {
+                    self.alpha
+                };
+                self.layout_options(|opts| {
+                    gradual(&mut Contiguous::new(&mut *params, p)?, Weights::Uniform, alpha, opts)?;
+                    if cfg.average_momentum {
+                        gradual(&mut Contiguous::new(&mut *velocity, p)?, Weights::Uniform, alpha, &Options::default())?;
+                    }
+                    Ok::<_, papa_core::Error>(())
+                })
+                .map_err(other)?;
+            }
+            progress(step + 1, total_steps);
+        }
+        Ok((loss_sum / self.steps_per_epoch as f64) as f32)
+    }
+
+    /// PAPA-all and PAPA-2 act after every E epochs, never after the last (the soups follow).
+    fn epoch_rule_due(&self, epoch: usize) -> bool {
+        let every = Schedule::every_epochs(self.cfg.papa_every_epochs).ok();
+        matches!(self.method, Method::PapaAll | Method::Papa2)
+            && epoch + 1 < self.cfg.epochs
+            && every.is_some_and(|s| s.due_after_epoch(epoch as u64 + 1))
+    }
+
+    fn epoch_rule(&self, params: &mut [f32], velocity: &mut [f32], epoch: usize) -> Result<(), TrainError> {
+        let (p, n) = (self.p, self.n);
+        let parents = params.to_vec();
+        let weights: Vec<Vec<f32>> = match self.method {
+            Method::Papa2 => {
+                let mut pairs = vec![(0, 0); p];
+                draw_pairs(&mut Rng::new(self.cfg.seed).fork(PAIR_STREAM).fork(epoch as u64), p, &mut pairs).map_err(other)?;
+                let mut scratch = vec![0.0; papa2_scratch_len(p, n)];
+                self.layout_options(|opts| {
+                    papa2(&mut Contiguous::new(&mut *params, p)?, &pairs, &mut scratch, opts)?;
+                    if self.cfg.average_momentum {
+                        papa2(&mut Contiguous::new(&mut *velocity, p)?, &pairs, &mut scratch, &Options::default())?;
+                    }
+                    Ok::<_, papa_core::Error>(())
+                })
+                .map_err(other)?;
+                pairs
+                    .iter()
+                    .map(|&(a, b)| {
+                        let mut w = vec![0.0; p];
+                        w[a] += 0.5;
+                        w[b] += 0.5;
+                        w
+                    })
+                    .collect()
+            }
+            _ => {
+                self.layout_options(|opts| {
+                    papa_all(&mut Contiguous::new(&mut *params, p)?, Weights::Uniform, opts)?;
+                    if self.cfg.average_momentum {
+                        papa_all(&mut Contiguous::new(&mut *velocity, p)?, Weights::Uniform, &Options::default())?;
+                    }
+                    Ok::<_, papa_core::Error>(())
+                })
+                .map_err(other)?;
+                vec![vec![1.0 / p as f32; p]; p]
+            }
+        };
+        repair(self.spec, params, &parents, &weights, &self.calibration, self.cfg.batch)?;
+        Ok(())
+    }
+
+    /// The uniform average of the members with re-estimated BatchNorm statistics.
+    fn uniform_soup(&self, params: &[f32]) -> Result<Vec<f32>, TrainError> {
+        let mut soup = vec![0.0; self.n];
+        self.layout_options(|opts| average(&Contiguous::new(params, self.p)?, Weights::Uniform, &mut soup, opts)).map_err(other)?;
+        reestimate_batchnorm(self.spec, &mut soup, &self.calibration, self.cfg.batch)?;
+        Ok(soup)
+    }
+
+    /// Per-epoch record: members' and average model's test accuracy, diversity.
+    fn measure(&self, params: &[f32], epoch: usize, train_loss: f32) -> Result<EpochRecord, TrainError> {
+        let test = &self.splits.test;
+        let members = accuracy(self.spec, params, test)?.members;
+        let soup = self.uniform_soup(params)?;
+        let average_acc = accuracy(self.spec, &soup, test)?.members[0];
+        let pop = Contiguous::new(params, self.p).map_err(other)?;
+        let mut distance = vec![0.0; self.p];
+        distances_to_mean(&pop, Weights::Uniform, &mut distance).map_err(other)?;
+        let mut gram = vec![0.0; self.p * self.p];
+        let cosine = mean_pairwise_cosine(&pop, &mut gram).map_err(other)?;
+        Ok(EpochRecord {
+            epoch,
+            train_loss,
+            member_test_acc: members,
+            average_test_acc: Some(average_acc),
+            distance_to_mean: distance,
+            mean_pairwise_cosine: cosine,
+            seconds: 0.0,
+        })
+    }
+
+    /// Members, ensemble, soups with and without REPAIR, and the one model to ship: the
+    /// candidate with the best validation accuracy.
+    fn finish(&self, params: &[f32], state: &State) -> Result<(MethodResult, Vec<f32>), TrainError> {
+        let (p, n, spec) = (self.p, self.n, self.spec);
+        let (val, test) = (&self.splits.val, &self.splits.test);
+        let test_acc = accuracy(spec, params, test)?;
+        let val_acc = accuracy(spec, params, val)?;
+        let repaired = |weights: &[f32], soup: &[f32]| -> Result<Vec<f32>, TrainError> {
+            let mut child = soup.to_vec();
+            repair(spec, &mut child, params, &[weights.to_vec()], &self.calibration, self.cfg.batch)?;
+            Ok(child)
+        };
+        let uniform = self.uniform_soup(params)?;
+        let uniform_weights = vec![1.0 / p as f32; p];
+        let uniform_repaired = repaired(&uniform_weights, &uniform)?;
+
+        let (mut order, mut scores, mut weights) = (vec![0; p], vec![0.0; p], vec![0.0; p]);
+        let (mut candidate, mut greedy) = (vec![0.0; n], vec![0.0; n]);
+        let mut failure = None;
+        let eval_val = |w: &[f32]| -> f32 {
+            let mut model = w.to_vec();
+            match reestimate_batchnorm(spec, &mut model, &self.calibration, self.cfg.batch).and_then(|()| accuracy(spec, &model, val)) {
+                Ok(acc) => acc.members[0],
+                Err(e) => {
+                    failure = Some(e);
+                    f32::NAN
+                }
+            }
+        };
+        let buf = GreedyBuffers { order: &mut order, scores: &mut scores, candidate: &mut candidate, out: &mut greedy, weights: &mut weights };
+        let outcome = self.layout_options(|opts| greedy_soup(&Contiguous::new(params, p)?, eval_val, buf, opts));
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        let outcome = outcome.map_err(other)?;
+        reestimate_batchnorm(spec, &mut greedy, &self.calibration, self.cfg.batch)?;
+        let greedy_repaired = repaired(&weights, &greedy)?;
+
+        let candidates = [
+            ("uniform soup", uniform),
+            ("uniform soup + REPAIR", uniform_repaired),
+            ("greedy soup", greedy),
+            ("greedy soup + REPAIR", greedy_repaired),
+        ];
+        let mut scored = Vec::new();
+        for (name, model) in candidates {
+            let v = accuracy(spec, &model, val)?.members[0];
+            let t = accuracy(spec, &model, test)?.members[0];
+            scored.push((name, model, v, t));
+        }
+        // Strictly better on validation wins; ties keep the earlier, simpler candidate.
+        let best = (0..scored.len()).fold(0, |b, i| if scored[i].2 > scored[b].2 { i } else { b });
+        let best_member = (0..p).fold(0, |b, j| if val_acc.members[j] > val_acc.members[b] { j } else { b });
+        let members = &test_acc.members;
+        let mean = members.iter().sum::<f32>() / p as f32;
+        let result = MethodResult {
+            method: self.method.name().into(),
+            seed: self.cfg.seed,
+            population: p,
+            epochs: self.cfg.epochs,
+            model: self.cfg.model.clone(),
+            members: members.clone(),
+            members_mean: mean,
+            members_min: members.iter().copied().fold(f32::INFINITY, f32::min),
+            members_max: members.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            best_member_on_val: members[best_member],
+            ensemble: test_acc.ensemble,
+            uniform_soup: Accuracy { plain: scored[0].3, repaired: Some(scored[1].3) },
+            greedy_soup: Accuracy { plain: scored[2].3, repaired: Some(scored[3].3) },
+            greedy_soup_size: outcome.kept,
+            final_model: scored[best].3,
+            final_model_is: scored[best].0.into(),
+            wall_seconds: 0.0,
+            history: state.history.clone(),
+        };
+        let model = std::mem::take(&mut scored[best].1);
+        Ok((result, model))
+    }
+}
