@@ -34,6 +34,19 @@ impl Method {
     }
 }
 
+/// How the members' training data is augmented and regularised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augmentation {
+    /// Crop and flip, plus each member's own entry of the 81-entry grid of DESIGN.md (mixup,
+    /// label smoothing, CutMix, random erasing).
+    Grid,
+    /// Crop and flip only.
+    Standard,
+    /// Nothing.
+    None,
+}
+
 /// Every setting of a training run. Unknown keys in a TOML file are an error.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -70,9 +83,8 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     /// Nesterov momentum.
     pub nesterov: bool,
-    /// Draw each member's regularisation from the 81-entry grid of DESIGN.md (else crop and
-    /// flip only).
-    pub regularisation_grid: bool,
+    /// Each member's augmentation and regularisation.
+    pub augmentation: Augmentation,
     /// PAPA gradual: apply every this many optimizer steps.
     pub papa_every_steps: u32,
     /// PAPA gradual coefficient; absent = the paper's 0.99 per 10 steps rescaled to this run's
@@ -115,7 +127,7 @@ impl Default for TrainConfig {
             momentum: 0.9,
             weight_decay: 1e-4,
             nesterov: false,
-            regularisation_grid: true,
+            augmentation: Augmentation::Grid,
             papa_every_steps: 10,
             papa_alpha: None,
             papa_lr_scaling: true,
@@ -150,14 +162,22 @@ pub enum ConfigError {
 impl TrainConfig {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let file_error = |message: String| ConfigError::File { path: path.display().to_string(), message };
+        let file_error = |message: String| ConfigError::File {
+            path: path.display().to_string(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
         toml::from_str(&text).map_err(|e| file_error(e.to_string()))
     }
 
     /// Checks every value; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key, message: &str| Err(ConfigError::Value { key, message: message.into() });
+        let bad = |key, message: &str| {
+            Err(ConfigError::Value {
+                key,
+                message: message.into(),
+            })
+        };
         if self.population == 0 {
             return bad("population", "must be at least 1");
         }
@@ -206,7 +226,10 @@ impl TrainConfig {
 
 /// Parses a model name: `cnn-s`, `mlp` or `mlp:W1,W2,...`.
 pub fn parse_model(name: &str) -> Result<ModelKind, ConfigError> {
-    let bad = |message: String| ConfigError::Value { key: "model", message };
+    let bad = |message: String| ConfigError::Value {
+        key: "model",
+        message,
+    };
     match name {
         "cnn-s" => Ok(ModelKind::CnnS),
         "mlp" => Ok(ModelKind::Mlp { hidden: vec![256] }),
@@ -217,14 +240,22 @@ pub fn parse_model(name: &str) -> Result<ModelKind, ConfigError> {
                 .collect::<Option<Vec<_>>>()
                 .map(|hidden| ModelKind::Mlp { hidden })
                 .ok_or_else(|| bad(format!("bad hidden widths in `{name}`"))),
-            None => Err(bad(format!("unknown model `{name}` (expected cnn-s, mlp or mlp:W1,W2)"))),
+            None => Err(bad(format!(
+                "unknown model `{name}` (expected cnn-s, mlp or mlp:W1,W2)"
+            ))),
         },
     }
 }
 
 /// The model `name` for inputs of `shape` (C, H, W) and `classes` outputs.
-pub fn build_model(name: &str, shape: [usize; 3], classes: usize) -> Result<ModelSpec, ConfigError> {
+pub fn build_model(
+    name: &str,
+    shape: [usize; 3],
+    classes: usize,
+) -> Result<ModelSpec, ConfigError> {
     let kind = parse_model(name)?;
-    ModelSpec::new(kind, shape[0], shape[1], shape[2], classes)
-        .map_err(|e| ConfigError::Value { key: "model", message: e.to_string() })
+    ModelSpec::new(kind, shape[0], shape[1], shape[2], classes).map_err(|e| ConfigError::Value {
+        key: "model",
+        message: e.to_string(),
+    })
 }

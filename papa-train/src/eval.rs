@@ -5,7 +5,10 @@
 use crate::data::Dataset;
 use crate::model::{self, argmax, Input, Mode, ModelSpec, Network};
 use papa_core::layout::TensorKind;
-use papa_core::repair::{accumulate, channel_stats, corrections, fold_correction, goal_stats, Bias, ChannelStats, Correction, Moments};
+use papa_core::repair::{
+    accumulate, channel_stats, corrections, fold_correction, goal_stats, Bias, ChannelStats,
+    Correction, Moments,
+};
 
 /// Samples per evaluation forward.
 pub const EVAL_BATCH: usize = 500;
@@ -39,7 +42,11 @@ pub struct PopulationAccuracy {
 }
 
 /// Accuracy of every member of `params` (`P x N`) and of their ensemble on all of `data`.
-pub fn accuracy(spec: &ModelSpec, params: &[f32], data: &Dataset) -> Result<PopulationAccuracy, EvalError> {
+pub fn accuracy(
+    spec: &ModelSpec,
+    params: &[f32],
+    data: &Dataset,
+) -> Result<PopulationAccuracy, EvalError> {
     let p = params.len() / spec.len().max(1);
     check_data(spec, data)?;
     let mut net = Network::new(spec, p.max(1), EVAL_BATCH)?;
@@ -71,10 +78,18 @@ pub fn accuracy(spec: &ModelSpec, params: &[f32], data: &Dataset) -> Result<Popu
 /// calibration batches (`calibration` holds whole batches of `batch` samples): the
 /// statistics are reset and recomputed as a cumulative average (PyTorch's `momentum=None`),
 /// so that averaged weights get statistics that match them.
-pub fn reestimate_batchnorm(spec: &ModelSpec, params: &mut [f32], calibration: &[f32], batch: usize) -> Result<(), EvalError> {
+pub fn reestimate_batchnorm(
+    spec: &ModelSpec,
+    params: &mut [f32],
+    calibration: &[f32],
+    batch: usize,
+) -> Result<(), EvalError> {
     let n = spec.len();
     let p = params.len() / n.max(1);
-    let has_bn = spec.tensors().iter().any(|t| t.kind == TensorKind::BnRunningMean);
+    let has_bn = spec
+        .tensors()
+        .iter()
+        .any(|t| t.kind == TensorKind::BnRunningMean);
     if !has_bn || p == 0 {
         return Ok(());
     }
@@ -114,8 +129,11 @@ pub fn repair(
     let n = spec.len();
     let (kids, p) = (children.len() / n.max(1), parents.len() / n.max(1));
     reestimate_batchnorm(spec, children, calibration, batch)?;
-    let layers: Vec<(usize, &model::RepairableLayer)> =
-        spec.repairable().enumerate().filter(|(_, l)| l.batch_norm.is_none()).collect();
+    let layers: Vec<(usize, &model::RepairableLayer)> = spec
+        .repairable()
+        .enumerate()
+        .filter(|(_, l)| l.batch_norm.is_none())
+        .collect();
     if layers.is_empty() || kids == 0 {
         return Ok(());
     }
@@ -123,20 +141,34 @@ pub fn repair(
     // Each parent's statistics at every corrected layer: [layer][parent * C + c].
     let parent_stats: Vec<Vec<ChannelStats>> = {
         let mut net = Network::new(spec, p, batch)?;
-        let mut moments: Vec<Vec<Moments>> = layers.iter().map(|(_, l)| vec![Moments::EMPTY; p * l.channels]).collect();
+        let mut moments: Vec<Vec<Moments>> = layers
+            .iter()
+            .map(|(_, l)| vec![Moments::EMPTY; p * l.channels])
+            .collect();
         for input in &batches {
             net.evaluate(parents, Input::Shared(input))?;
             for ((index, layer), stats) in layers.iter().zip(&mut moments) {
                 let out = net.pre_activation(*index)?;
                 for m in 0..p {
-                    accumulate(&mut stats[m * layer.channels..][..layer.channels], out.member(m), layer.channels, 1)?;
+                    accumulate(
+                        &mut stats[m * layer.channels..][..layer.channels],
+                        out.member(m),
+                        layer.channels,
+                        1,
+                    )?;
                 }
             }
         }
         moments
             .iter()
             .map(|m| {
-                let mut s = vec![ChannelStats { mean: 0.0, std: 0.0 }; m.len()];
+                let mut s = vec![
+                    ChannelStats {
+                        mean: 0.0,
+                        std: 0.0
+                    };
+                    m.len()
+                ];
                 channel_stats(m, &mut s).map(|()| s)
             })
             .collect::<Result<_, _>>()?
@@ -152,10 +184,35 @@ pub fn repair(
                 accumulate(&mut moments[k * c..][..c], out.member(k), c, 1)?;
             }
         }
-        let weight = spec.find(&layer.weight).ok_or(model::Error::NoSuchLayer(*index))?;
-        let bias = spec.find(&layer.bias).ok_or(model::Error::NoSuchLayer(*index))?;
-        let (mut measured, mut goal) = (vec![ChannelStats { mean: 0.0, std: 0.0 }; c], vec![ChannelStats { mean: 0.0, std: 0.0 }; c]);
-        let mut fix = vec![Correction { scale: 1.0, shift: 0.0 }; c];
+        let weight = spec
+            .find(&layer.weight)
+            .ok_or(model::Error::NoSuchLayer(*index))?;
+        let bias = spec
+            .find(&layer.bias)
+            .ok_or(model::Error::NoSuchLayer(*index))?;
+        let (mut measured, mut goal) = (
+            vec![
+                ChannelStats {
+                    mean: 0.0,
+                    std: 0.0
+                };
+                c
+            ],
+            vec![
+                ChannelStats {
+                    mean: 0.0,
+                    std: 0.0
+                };
+                c
+            ],
+        );
+        let mut fix = vec![
+            Correction {
+                scale: 1.0,
+                shift: 0.0
+            };
+            c
+        ];
         for (k, child) in children.chunks_exact_mut(n).enumerate() {
             channel_stats(&moments[k * c..][..c], &mut measured)?;
             goal_stats(goal_of_parents, &weights[k], &mut goal)?;
@@ -171,7 +228,10 @@ pub fn repair(
 
 fn check_data(spec: &ModelSpec, data: &Dataset) -> Result<(), EvalError> {
     if data.sample_len() != spec.input_len() {
-        return Err(EvalError::Shape { expected: spec.input_len(), found: data.sample_len() });
+        return Err(EvalError::Shape {
+            expected: spec.input_len(),
+            found: data.sample_len(),
+        });
     }
     Ok(())
 }

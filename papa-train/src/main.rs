@@ -18,7 +18,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "papa", version, about = "Population Parameter Averaging: train many, ship one")]
+#[command(
+    name = "papa",
+    version,
+    about = "Population Parameter Averaging: train many, ship one"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,7 +105,13 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Train(args) => train(args),
         Command::Eval { model, data } => eval(&model, data.as_deref()),
-        Command::Bench { populations, model, batch, steps, threads } => bench(&populations, &model, batch, steps, threads),
+        Command::Bench {
+            populations,
+            model,
+            batch,
+            steps,
+            threads,
+        } => bench(&populations, &model, batch, steps, threads),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,7 +129,10 @@ fn text(e: impl std::fmt::Display) -> String {
 }
 
 fn set_threads(threads: usize) -> CliResult {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(text)
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(text)
 }
 
 fn train(args: TrainArgs) -> CliResult {
@@ -134,11 +147,20 @@ fn train(args: TrainArgs) -> CliResult {
     set_threads(cfg.threads)?;
     let mut splits = data::load(&cfg.data, cfg.val_fraction, cfg.seed).map_err(text)?;
     splits.normalize();
-    let shape = [splits.train.channels, splits.train.height, splits.train.width];
+    let shape = [
+        splits.train.channels,
+        splits.train.height,
+        splits.train.width,
+    ];
     let spec = build_model(&cfg.model, shape, splits.train.classes).map_err(text)?;
     let checkpoints = out.join("checkpoints");
-    std::fs::create_dir_all(&checkpoints).map_err(|e| format!("cannot create {}: {e}", checkpoints.display()))?;
-    write_atomic(&out.join("config.toml"), toml::to_string(&cfg).map_err(text)?.as_bytes()).map_err(text)?;
+    std::fs::create_dir_all(&checkpoints)
+        .map_err(|e| format!("cannot create {}: {e}", checkpoints.display()))?;
+    write_atomic(
+        &out.join("config.toml"),
+        toml::to_string(&cfg).map_err(text)?.as_bytes(),
+    )
+    .map_err(text)?;
     let used = match cfg.train_limit {
         0 => splits.train.len(),
         limit => limit.min(splits.train.len()),
@@ -162,7 +184,11 @@ fn train(args: TrainArgs) -> CliResult {
         if done.exists() && model_path.exists() {
             let json = std::fs::read_to_string(&done).map_err(text)?;
             results.push(serde_json::from_str::<MethodResult>(&json).map_err(text)?);
-            eprintln!("{}: already finished, kept from {}", method.name(), done.display());
+            eprintln!(
+                "{}: already finished, kept from {}",
+                method.name(),
+                done.display()
+            );
             continue;
         }
         let bar = ProgressBar::new(0).with_message(method.name());
@@ -176,10 +202,23 @@ fn train(args: TrainArgs) -> CliResult {
             bar.set_position(done);
         };
         let checkpoint = checkpoints.join(format!("{}.safetensors", method.name()));
-        let outcome = train_method(&cfg, &splits, &spec, method, Some(&checkpoint), &progress).map_err(text)?;
+        let outcome = train_method(&cfg, &splits, &spec, method, Some(&checkpoint), &progress)
+            .map_err(text)?;
         bar.finish_and_clear();
-        save_model(&model_path, &spec, &outcome.model, &model_metadata(&cfg, &splits, &outcome.result)).map_err(text)?;
-        write_atomic(&done, serde_json::to_string_pretty(&outcome.result).map_err(text)?.as_bytes()).map_err(text)?;
+        save_model(
+            &model_path,
+            &spec,
+            &outcome.model,
+            &model_metadata(&cfg, &splits, &outcome.result),
+        )
+        .map_err(text)?;
+        write_atomic(
+            &done,
+            serde_json::to_string_pretty(&outcome.result)
+                .map_err(text)?
+                .as_bytes(),
+        )
+        .map_err(text)?;
         eprintln!(
             "{}: final model {:.2}% ({}), members mean {:.2}%, {:.0} s",
             method.name(),
@@ -191,10 +230,17 @@ fn train(args: TrainArgs) -> CliResult {
         results.push(outcome.result);
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let report = RunReport { dataset: cfg.data.clone(), command, results };
+    let report = RunReport {
+        dataset: cfg.data.clone(),
+        command,
+        results,
+    };
     write_report(&report, &out).map_err(text)?;
     println!("{}", markdown_table(&report));
-    println!("written to {}: results.json, results.md, accuracy.svg, <method>.safetensors", out.display());
+    println!(
+        "written to {}: results.json, results.md, accuracy.svg, <method>.safetensors",
+        out.display()
+    );
     Ok(())
 }
 
@@ -217,13 +263,25 @@ fn configure(args: &TrainArgs) -> Result<TrainConfig, String> {
 }
 
 /// What `papa eval` and the exporters need besides the weights.
-fn model_metadata(cfg: &TrainConfig, splits: &Splits, result: &MethodResult) -> BTreeMap<String, String> {
-    let list = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+fn model_metadata(
+    cfg: &TrainConfig,
+    splits: &Splits,
+    result: &MethodResult,
+) -> BTreeMap<String, String> {
+    let list = |v: &[f32]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let d = &splits.train;
     BTreeMap::from([
         ("model".to_string(), cfg.model.clone()),
         ("data".to_string(), cfg.data.clone()),
-        ("input_shape".to_string(), format!("{},{},{}", d.channels, d.height, d.width)),
+        (
+            "input_shape".to_string(),
+            format!("{},{},{}", d.channels, d.height, d.width),
+        ),
         ("classes".to_string(), d.classes.to_string()),
         ("normalize_mean".to_string(), list(&splits.mean)),
         ("normalize_std".to_string(), list(&splits.std)),
@@ -238,12 +296,19 @@ fn model_metadata(cfg: &TrainConfig, splits: &Splits, result: &MethodResult) -> 
 fn eval(path: &Path, data_source: Option<&str>) -> CliResult {
     let loaded = load_model(path).map_err(text)?;
     let meta = |key: &str| {
-        loaded.metadata.get(key).cloned().ok_or_else(|| format!("{}: metadata lacks `{key}`", path.display()))
+        loaded
+            .metadata
+            .get(key)
+            .cloned()
+            .ok_or_else(|| format!("{}: metadata lacks `{key}`", path.display()))
     };
     let floats = |key: &str| -> Result<Vec<f32>, String> {
         meta(key)?
             .split(',')
-            .map(|v| v.parse::<f32>().map_err(|e| format!("{}: bad `{key}`: {e}", path.display())))
+            .map(|v| {
+                v.parse::<f32>()
+                    .map_err(|e| format!("{}: bad `{key}`: {e}", path.display()))
+            })
             .collect()
     };
     let source = match data_source {
@@ -257,7 +322,12 @@ fn eval(path: &Path, data_source: Option<&str>) -> CliResult {
     let test = &mut splits.test;
     let plane = test.height * test.width;
     if mean.len() != test.channels || std.len() != test.channels {
-        return Err(format!("{}: normalisation has {} channels, the data {}", path.display(), mean.len(), test.channels));
+        return Err(format!(
+            "{}: normalisation has {} channels, the data {}",
+            path.display(),
+            mean.len(),
+            test.channels
+        ));
     }
     // The training run's normalisation, not one recomputed here: the same bits go in.
     for (k, values) in test.images.chunks_mut(plane.max(1)).enumerate() {
@@ -267,14 +337,25 @@ fn eval(path: &Path, data_source: Option<&str>) -> CliResult {
     let shape = [test.channels, test.height, test.width];
     let spec = build_model(&meta("model")?, shape, test.classes).map_err(text)?;
     let acc = accuracy(&spec, &loaded.params, test).map_err(text)?;
-    println!("{}: test accuracy {:.2}% on {} samples of {source}", path.display(), acc.members[0], test.len());
+    println!(
+        "{}: test accuracy {:.2}% on {} samples of {source}",
+        path.display(),
+        acc.members[0],
+        test.len()
+    );
     if let Ok(recorded) = meta("test_accuracy") {
         println!("recorded at training time: {recorded}%");
     }
     Ok(())
 }
 
-fn bench(populations: &[usize], model: &str, batch: usize, steps: usize, threads: usize) -> CliResult {
+fn bench(
+    populations: &[usize],
+    model: &str,
+    batch: usize,
+    steps: usize,
+    threads: usize,
+) -> CliResult {
     set_threads(threads)?;
     let spec = build_model(model, [1, 28, 28], 10).map_err(text)?;
     let (n, classes, sl) = (spec.len(), spec.classes(), spec.input_len());
@@ -288,16 +369,24 @@ fn bench(populations: &[usize], model: &str, batch: usize, steps: usize, threads
         }
         let input: Vec<f32> = (0..p * batch * sl).map(|_| rng.uniform_f32()).collect();
         let mut targets = vec![0.0; p * batch * classes];
-        targets.iter_mut().step_by(classes + 1).for_each(|t| *t = 1.0);
-        let (mut dlogits, mut losses, mut velocity) = (vec![0.0; targets.len()], vec![0.0; p], vec![0.0; p * n]);
+        targets
+            .iter_mut()
+            .step_by(classes + 1)
+            .for_each(|t| *t = 1.0);
+        let (mut dlogits, mut losses, mut velocity) =
+            (vec![0.0; targets.len()], vec![0.0; p], vec![0.0; p * n]);
         let mut net = Network::new(&spec, p, batch).map_err(text)?;
         let sgd = Sgd::default();
-        let all = [0..n];
+        let trainable = spec.trainable_ranges();
         let mut step = || -> CliResult {
-            let logits = net.forward(&mut params, Input::PerMember(&input), Mode::Train).map_err(text)?;
-            soft_cross_entropy(logits, &targets, classes, &mut dlogits, &mut losses).map_err(text)?;
+            let logits = net
+                .forward(&mut params, Input::PerMember(&input), Mode::Train)
+                .map_err(text)?;
+            soft_cross_entropy(logits, &targets, classes, &mut dlogits, &mut losses)
+                .map_err(text)?;
             let grads = net.backward(&params, &dlogits).map_err(text)?;
-            sgd.step(&mut params, grads, &mut velocity, n, &all, 0.01).map_err(text)
+            sgd.step(&mut params, grads, &mut velocity, n, &trainable, 0.01)
+                .map_err(text)
         };
         step()?;
         let started = Instant::now();
@@ -306,7 +395,11 @@ fn bench(populations: &[usize], model: &str, batch: usize, steps: usize, threads
         }
         let per_step = started.elapsed().as_secs_f64() / steps.max(1) as f64;
         let threads = rayon::current_num_threads();
-        println!("| {model} | {p} | {batch} | {threads} | {:.1} | {:.1} |", p as f64 / per_step, per_step * 1e3);
+        println!(
+            "| {model} | {p} | {batch} | {threads} | {:.1} | {:.1} |",
+            p as f64 / per_step,
+            per_step * 1e3
+        );
     }
     Ok(())
 }

@@ -5,9 +5,9 @@
 
 use crate::augment::{augment_batch, draw_recipes, BatchShape, Recipe};
 use crate::checkpoint::{load_state, save_state};
-use crate::config::{Method, TrainConfig};
+use crate::config::{Augmentation, Method, TrainConfig};
 use crate::data::{batches, batches_per_epoch, epoch_order, Splits};
-use crate::eval::{accuracy, repair, reestimate_batchnorm, EvalError};
+use crate::eval::{accuracy, reestimate_batchnorm, repair, EvalError};
 use crate::model::{init_member, soft_cross_entropy, Input, Mode, ModelSpec, Network};
 use crate::optim::{LrSchedule, Sgd};
 use crate::report::{Accuracy, EpochRecord, MethodResult};
@@ -15,7 +15,9 @@ use papa_core::diversity::{distances_to_mean, mean_pairwise_cosine};
 use papa_core::layout::Layout;
 use papa_core::population::Contiguous;
 use papa_core::rng::Rng;
-use papa_core::rules::{average, draw_pairs, gradual, papa2, papa2_scratch_len, papa_all, Options, Weights};
+use papa_core::rules::{
+    average, draw_pairs, gradual, papa2, papa2_scratch_len, papa_all, Options, Weights,
+};
 use papa_core::schedule::{effective_alpha, Schedule};
 use papa_core::soup::{greedy_soup, GreedyBuffers};
 use rayon::prelude::*;
@@ -92,7 +94,13 @@ pub fn train_method(
     let (mut params, mut velocity, mut state) = match checkpoint.filter(|p| p.exists()) {
         Some(path) => run.resume(path)?,
         None => {
-            let state = State { method, config: cfg.clone(), epochs_done: 0, seconds: 0.0, history: vec![] };
+            let state = State {
+                method,
+                config: cfg.clone(),
+                epochs_done: 0,
+                seconds: 0.0,
+                history: vec![],
+            };
             (run.init(), vec![0.0; run.p * run.n], state)
         }
     };
@@ -112,7 +120,15 @@ pub fn train_method(
         if let Some(path) = checkpoint {
             let json = serde_json::to_string(&state).map_err(other)?;
             let shape = [run.p, run.n];
-            save_state(path, &[("population", &params, &shape), ("velocity", &velocity, &shape)], &json).map_err(other)?;
+            save_state(
+                path,
+                &[
+                    ("population", &params, &shape),
+                    ("velocity", &velocity, &shape),
+                ],
+                &json,
+            )
+            .map_err(other)?;
         }
     }
     let started = Instant::now();
@@ -140,38 +156,45 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(cfg: &'a TrainConfig, splits: &'a Splits, spec: &'a ModelSpec, method: Method) -> Result<Self, TrainError> {
+    fn new(
+        cfg: &'a TrainConfig,
+        splits: &'a Splits,
+        spec: &'a ModelSpec,
+        method: Method,
+    ) -> Result<Self, TrainError> {
         let train_len = match cfg.train_limit {
             0 => splits.train.len(),
             limit => limit.min(splits.train.len()),
         };
         let steps_per_epoch = batches_per_epoch(train_len, cfg.batch);
         if steps_per_epoch == 0 {
-            return Err(other(format!("{train_len} training samples make no batch of {}", cfg.batch)));
+            return Err(other(format!(
+                "{train_len} training samples make no batch of {}",
+                cfg.batch
+            )));
         }
         let total = steps_per_epoch * cfg.epochs;
-        let lr = LrSchedule::cosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr.min(cfg.lr)).map_err(other)?;
-        let recipes = if cfg.regularisation_grid {
-            draw_recipes(cfg.seed, cfg.population, splits.train.hflip_ok)
-        } else {
-            vec![Recipe::standard(splits.train.hflip_ok); cfg.population]
+        let lr = LrSchedule::cosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr.min(cfg.lr))
+            .map_err(other)?;
+        let hflip_ok = splits.train.hflip_ok;
+        let recipes = match cfg.augmentation {
+            Augmentation::Grid => draw_recipes(cfg.seed, cfg.population, hflip_ok),
+            Augmentation::Standard => vec![Recipe::standard(hflip_ok); cfg.population],
+            Augmentation::None => vec![Recipe::plain(); cfg.population],
         };
-        let mut trainable: Vec<Range<usize>> = Vec::new();
-        for t in spec.tensors().iter().filter(|t| t.kind.trainable()) {
-            let r = t.offset..t.offset + t.shape.iter().product::<usize>();
-            match trainable.last_mut() {
-                Some(last) if last.end == r.start => last.end = r.end,
-                _ => trainable.push(r),
-            }
-        }
         // Calibration for REPAIR and BatchNorm: fixed, unaugmented training samples.
         let calib_count = (cfg.repair_batches * cfg.batch).min(train_len) / cfg.batch * cfg.batch;
         let mut order: Vec<u32> = (0..train_len as u32).collect();
-        Rng::new(cfg.seed).fork(CALIBRATION_STREAM).shuffle(&mut order);
+        Rng::new(cfg.seed)
+            .fork(CALIBRATION_STREAM)
+            .shuffle(&mut order);
         let sl = splits.train.sample_len();
         let mut calibration = vec![0.0; calib_count * sl];
         let mut labels = vec![0u8; calib_count];
-        splits.train.gather(&order[..calib_count], &mut calibration, &mut labels).map_err(other)?;
+        splits
+            .train
+            .gather(&order[..calib_count], &mut calibration, &mut labels)
+            .map_err(other)?;
         Ok(Run {
             cfg,
             splits,
@@ -184,7 +207,7 @@ impl<'a> Run<'a> {
             recipes,
             lr,
             alpha: cfg.papa_alpha(total),
-            trainable,
+            trainable: spec.trainable_ranges(),
             calibration,
         })
     }
@@ -194,7 +217,8 @@ impl<'a> Run<'a> {
         let mut params = vec![0.0; self.p * self.n];
         for (j, member) in params.chunks_exact_mut(self.n).enumerate() {
             // Sizes come from the spec itself, so this cannot fail.
-            init_member(self.spec, &mut rng.fork(j as u64), member).expect("member sized by its spec");
+            init_member(self.spec, &mut rng.fork(j as u64), member)
+                .expect("member sized by its spec");
         }
         params
     }
@@ -214,7 +238,14 @@ impl<'a> Run<'a> {
                 .get(name)
                 .filter(|(shape, _)| shape == &[self.p, self.n])
                 .map(|(_, v)| v.clone())
-                .ok_or_else(|| other(format!("checkpoint {} lacks a {name} of {} x {}", path.display(), self.p, self.n)))
+                .ok_or_else(|| {
+                    other(format!(
+                        "checkpoint {} lacks a {name} of {} x {}",
+                        path.display(),
+                        self.p,
+                        self.n
+                    ))
+                })
         };
         Ok((take("population")?, take("velocity")?, state))
     }
@@ -222,16 +253,31 @@ impl<'a> Run<'a> {
     fn layout_options<R>(&self, f: impl FnOnce(&Options<'_>) -> R) -> R {
         let specs = self.spec.tensor_specs();
         let layout = Layout::new(&specs).ok();
-        f(&Options { layout, check_finite: false })
+        f(&Options {
+            layout,
+            check_finite: false,
+        })
     }
 
     /// One epoch of SGD on every member; PAPA gradual inside. Returns the mean training loss.
-    fn epoch(&self, net: &mut Network, params: &mut [f32], velocity: &mut [f32], epoch: usize, progress: Progress<'_>) -> Result<f32, TrainError> {
+    fn epoch(
+        &self,
+        net: &mut Network,
+        params: &mut [f32],
+        velocity: &mut [f32],
+        epoch: usize,
+        progress: Progress<'_>,
+    ) -> Result<f32, TrainError> {
         let (p, b, cfg) = (self.p, self.cfg.batch, self.cfg);
         let train = &self.splits.train;
         let sl = train.sample_len();
         let classes = train.classes;
-        let shape = BatchShape { channels: train.channels, height: train.height, width: train.width, classes };
+        let shape = BatchShape {
+            channels: train.channels,
+            height: train.height,
+            width: train.width,
+            classes,
+        };
         let pad = self.splits.pad_value(0);
         let orders: Vec<Vec<u32>> = (0..p)
             .map(|j| epoch_order(cfg.seed, j as u64, epoch as u64, self.train_len as u32))
@@ -240,7 +286,11 @@ impl<'a> Run<'a> {
         let (mut dlogits, mut losses) = (vec![0.0f32; p * b * classes], vec![0.0f32; p]);
         let gradual_schedule = Schedule::every_steps(cfg.papa_every_steps).map_err(other)?;
         let total_steps = (self.steps_per_epoch * cfg.epochs) as u64;
-        let sgd = Sgd { momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: cfg.nesterov };
+        let sgd = Sgd {
+            momentum: cfg.momentum,
+            weight_decay: cfg.weight_decay,
+            nesterov: cfg.nesterov,
+        };
         let mut loss_sum = 0.0f64;
         for s in 0..self.steps_per_epoch {
             let step = (epoch * self.steps_per_epoch + s) as u64;
@@ -249,21 +299,37 @@ impl<'a> Run<'a> {
                 .zip(targets.par_chunks_mut(b * classes))
                 .enumerate()
                 .try_for_each(|(j, (img, tgt))| -> Result<(), TrainError> {
-                    let idx = batches(&orders[j], b).map_err(other)?.nth(s).ok_or_else(|| other("epoch order too short"))?;
+                    let idx = batches(&orders[j], b)
+                        .map_err(other)?
+                        .nth(s)
+                        .ok_or_else(|| other("epoch order too short"))?;
                     let mut labels = vec![0u8; b];
                     train.gather(idx, img, &mut labels).map_err(other)?;
-                    let mut rng = Rng::new(cfg.seed).fork(AUGMENT_STREAM).fork(j as u64).fork(step);
-                    augment_batch(&self.recipes[j], &mut rng, img, &labels, shape, pad, tgt).map_err(other)
+                    let mut rng = Rng::new(cfg.seed)
+                        .fork(AUGMENT_STREAM)
+                        .fork(j as u64)
+                        .fork(step);
+                    augment_batch(&self.recipes[j], &mut rng, img, &labels, shape, pad, tgt)
+                        .map_err(other)
                 })?;
-            let logits = net.forward(params, Input::PerMember(&images), Mode::Train).map_err(other)?;
-            soft_cross_entropy(logits, &targets, classes, &mut dlogits, &mut losses).map_err(other)?;
+            let logits = net
+                .forward(params, Input::PerMember(&images), Mode::Train)
+                .map_err(other)?;
+            soft_cross_entropy(logits, &targets, classes, &mut dlogits, &mut losses)
+                .map_err(other)?;
             if let Some((member, &loss)) = losses.iter().enumerate().find(|(_, l)| !l.is_finite()) {
-                return Err(TrainError::Diverged { member, epoch, step, loss });
+                return Err(TrainError::Diverged {
+                    member,
+                    epoch,
+                    step,
+                    loss,
+                });
             }
             loss_sum += losses.iter().map(|&l| f64::from(l)).sum::<f64>() / p as f64;
             let grads = net.backward(params, &dlogits).map_err(other)?;
             let lr = self.lr.lr_at(step as usize);
-            sgd.step(params, grads, velocity, self.n, &self.trainable, lr).map_err(other)?;
+            sgd.step(params, grads, velocity, self.n, &self.trainable, lr)
+                .map_err(other)?;
             if self.method == Method::Papa && gradual_schedule.due_after_step(step + 1) {
                 let alpha = if cfg.papa_lr_scaling {
                     effective_alpha(self.alpha, lr, self.lr.base()).map_err(other)?
@@ -271,9 +337,19 @@ impl<'a> Run<'a> {
                     self.alpha
                 };
                 self.layout_options(|opts| {
-                    gradual(&mut Contiguous::new(&mut *params, p)?, Weights::Uniform, alpha, opts)?;
+                    gradual(
+                        &mut Contiguous::new(&mut *params, p)?,
+                        Weights::Uniform,
+                        alpha,
+                        opts,
+                    )?;
                     if cfg.average_momentum {
-                        gradual(&mut Contiguous::new(&mut *velocity, p)?, Weights::Uniform, alpha, &Options::default())?;
+                        gradual(
+                            &mut Contiguous::new(&mut *velocity, p)?,
+                            Weights::Uniform,
+                            alpha,
+                            &Options::default(),
+                        )?;
                     }
                     Ok::<_, papa_core::Error>(())
                 })
@@ -292,18 +368,38 @@ impl<'a> Run<'a> {
             && every.is_some_and(|s| s.due_after_epoch(epoch as u64 + 1))
     }
 
-    fn epoch_rule(&self, params: &mut [f32], velocity: &mut [f32], epoch: usize) -> Result<(), TrainError> {
+    fn epoch_rule(
+        &self,
+        params: &mut [f32],
+        velocity: &mut [f32],
+        epoch: usize,
+    ) -> Result<(), TrainError> {
         let (p, n) = (self.p, self.n);
         let parents = params.to_vec();
         let weights: Vec<Vec<f32>> = match self.method {
             Method::Papa2 => {
                 let mut pairs = vec![(0, 0); p];
-                draw_pairs(&mut Rng::new(self.cfg.seed).fork(PAIR_STREAM).fork(epoch as u64), p, &mut pairs).map_err(other)?;
+                draw_pairs(
+                    &mut Rng::new(self.cfg.seed).fork(PAIR_STREAM).fork(epoch as u64),
+                    p,
+                    &mut pairs,
+                )
+                .map_err(other)?;
                 let mut scratch = vec![0.0; papa2_scratch_len(p, n)];
                 self.layout_options(|opts| {
-                    papa2(&mut Contiguous::new(&mut *params, p)?, &pairs, &mut scratch, opts)?;
+                    papa2(
+                        &mut Contiguous::new(&mut *params, p)?,
+                        &pairs,
+                        &mut scratch,
+                        opts,
+                    )?;
                     if self.cfg.average_momentum {
-                        papa2(&mut Contiguous::new(&mut *velocity, p)?, &pairs, &mut scratch, &Options::default())?;
+                        papa2(
+                            &mut Contiguous::new(&mut *velocity, p)?,
+                            &pairs,
+                            &mut scratch,
+                            &Options::default(),
+                        )?;
                     }
                     Ok::<_, papa_core::Error>(())
                 })
@@ -320,9 +416,17 @@ impl<'a> Run<'a> {
             }
             _ => {
                 self.layout_options(|opts| {
-                    papa_all(&mut Contiguous::new(&mut *params, p)?, Weights::Uniform, opts)?;
+                    papa_all(
+                        &mut Contiguous::new(&mut *params, p)?,
+                        Weights::Uniform,
+                        opts,
+                    )?;
                     if self.cfg.average_momentum {
-                        papa_all(&mut Contiguous::new(&mut *velocity, p)?, Weights::Uniform, &Options::default())?;
+                        papa_all(
+                            &mut Contiguous::new(&mut *velocity, p)?,
+                            Weights::Uniform,
+                            &Options::default(),
+                        )?;
                     }
                     Ok::<_, papa_core::Error>(())
                 })
@@ -330,25 +434,55 @@ impl<'a> Run<'a> {
                 vec![vec![1.0 / p as f32; p]; p]
             }
         };
-        repair(self.spec, params, &parents, &weights, &self.calibration, self.cfg.batch)?;
+        repair(
+            self.spec,
+            params,
+            &parents,
+            &weights,
+            &self.calibration,
+            self.cfg.batch,
+        )?;
         Ok(())
     }
 
     /// The uniform average of the members with re-estimated BatchNorm statistics.
     fn uniform_soup(&self, params: &[f32]) -> Result<Vec<f32>, TrainError> {
         let mut soup = vec![0.0; self.n];
-        self.layout_options(|opts| average(&Contiguous::new(params, self.p)?, Weights::Uniform, &mut soup, opts)).map_err(other)?;
+        self.layout_options(|opts| {
+            average(
+                &Contiguous::new(params, self.p)?,
+                Weights::Uniform,
+                &mut soup,
+                opts,
+            )
+        })
+        .map_err(other)?;
         reestimate_batchnorm(self.spec, &mut soup, &self.calibration, self.cfg.batch)?;
         Ok(soup)
     }
 
     /// Per-epoch record: members' and average model's test accuracy, diversity.
-    fn measure(&self, params: &[f32], epoch: usize, train_loss: f32) -> Result<EpochRecord, TrainError> {
+    fn measure(
+        &self,
+        params: &[f32],
+        epoch: usize,
+        train_loss: f32,
+    ) -> Result<EpochRecord, TrainError> {
         let test = &self.splits.test;
         let members = accuracy(self.spec, params, test)?.members;
         let soup = self.uniform_soup(params)?;
         let average_acc = accuracy(self.spec, &soup, test)?.members[0];
-        let pop = Contiguous::new(params, self.p).map_err(other)?;
+        // Diversity of what training moves: counters and running statistics would dominate
+        // the norms (a step counter shared by every member makes all cosines 1).
+        let trained: Vec<f32> = params
+            .chunks_exact(self.n)
+            .flat_map(|member| {
+                self.trainable
+                    .iter()
+                    .flat_map(move |r| member[r.clone()].iter().copied())
+            })
+            .collect();
+        let pop = Contiguous::new(&trained[..], self.p).map_err(other)?;
         let mut distance = vec![0.0; self.p];
         distances_to_mean(&pop, Weights::Uniform, &mut distance).map_err(other)?;
         let mut gram = vec![0.0; self.p * self.p];
@@ -366,14 +500,25 @@ impl<'a> Run<'a> {
 
     /// Members, ensemble, soups with and without REPAIR, and the one model to ship: the
     /// candidate with the best validation accuracy.
-    fn finish(&self, params: &[f32], state: &State) -> Result<(MethodResult, Vec<f32>), TrainError> {
+    fn finish(
+        &self,
+        params: &[f32],
+        state: &State,
+    ) -> Result<(MethodResult, Vec<f32>), TrainError> {
         let (p, n, spec) = (self.p, self.n, self.spec);
         let (val, test) = (&self.splits.val, &self.splits.test);
         let test_acc = accuracy(spec, params, test)?;
         let val_acc = accuracy(spec, params, val)?;
         let repaired = |weights: &[f32], soup: &[f32]| -> Result<Vec<f32>, TrainError> {
             let mut child = soup.to_vec();
-            repair(spec, &mut child, params, &[weights.to_vec()], &self.calibration, self.cfg.batch)?;
+            repair(
+                spec,
+                &mut child,
+                params,
+                &[weights.to_vec()],
+                &self.calibration,
+                self.cfg.batch,
+            )?;
             Ok(child)
         };
         let uniform = self.uniform_soup(params)?;
@@ -385,7 +530,9 @@ impl<'a> Run<'a> {
         let mut failure = None;
         let eval_val = |w: &[f32]| -> f32 {
             let mut model = w.to_vec();
-            match reestimate_batchnorm(spec, &mut model, &self.calibration, self.cfg.batch).and_then(|()| accuracy(spec, &model, val)) {
+            match reestimate_batchnorm(spec, &mut model, &self.calibration, self.cfg.batch)
+                .and_then(|()| accuracy(spec, &model, val))
+            {
                 Ok(acc) => acc.members[0],
                 Err(e) => {
                     failure = Some(e);
@@ -393,8 +540,15 @@ impl<'a> Run<'a> {
                 }
             }
         };
-        let buf = GreedyBuffers { order: &mut order, scores: &mut scores, candidate: &mut candidate, out: &mut greedy, weights: &mut weights };
-        let outcome = self.layout_options(|opts| greedy_soup(&Contiguous::new(params, p)?, eval_val, buf, opts));
+        let buf = GreedyBuffers {
+            order: &mut order,
+            scores: &mut scores,
+            candidate: &mut candidate,
+            out: &mut greedy,
+            weights: &mut weights,
+        };
+        let outcome = self
+            .layout_options(|opts| greedy_soup(&Contiguous::new(params, p)?, eval_val, buf, opts));
         if let Some(e) = failure {
             return Err(e.into());
         }
@@ -416,7 +570,13 @@ impl<'a> Run<'a> {
         }
         // Strictly better on validation wins; ties keep the earlier, simpler candidate.
         let best = (0..scored.len()).fold(0, |b, i| if scored[i].2 > scored[b].2 { i } else { b });
-        let best_member = (0..p).fold(0, |b, j| if val_acc.members[j] > val_acc.members[b] { j } else { b });
+        let best_member = (0..p).fold(0, |b, j| {
+            if val_acc.members[j] > val_acc.members[b] {
+                j
+            } else {
+                b
+            }
+        });
         let members = &test_acc.members;
         let mean = members.iter().sum::<f32>() / p as f32;
         let result = MethodResult {
@@ -431,8 +591,14 @@ impl<'a> Run<'a> {
             members_max: members.iter().copied().fold(f32::NEG_INFINITY, f32::max),
             best_member_on_val: members[best_member],
             ensemble: test_acc.ensemble,
-            uniform_soup: Accuracy { plain: scored[0].3, repaired: Some(scored[1].3) },
-            greedy_soup: Accuracy { plain: scored[2].3, repaired: Some(scored[3].3) },
+            uniform_soup: Accuracy {
+                plain: scored[0].3,
+                repaired: Some(scored[1].3),
+            },
+            greedy_soup: Accuracy {
+                plain: scored[2].3,
+                repaired: Some(scored[3].3),
+            },
             greedy_soup_size: outcome.kept,
             final_model: scored[best].3,
             final_model_is: scored[best].0.into(),

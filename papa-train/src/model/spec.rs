@@ -389,6 +389,20 @@ impl ModelSpec {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// The index ranges an optimizer trains (weights, biases, BatchNorm affine), merged where
+    /// adjacent; running statistics and counters are left out.
+    pub fn trainable_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+        for t in self.tensors.iter().filter(|t| t.kind.trainable()) {
+            let r = t.offset..t.offset + t.shape.iter().product::<usize>();
+            match ranges.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => ranges.push(r),
+            }
+        }
+        ranges
+    }
+
     /// The layers REPAIR works on, in forward order (index `i` here is the `layer` argument of
     /// [`Network::pre_activation`](super::Network::pre_activation)).
     pub fn repairable(&self) -> impl ExactSizeIterator<Item = &RepairableLayer> {

@@ -1,0 +1,150 @@
+//! The `papa` binary: bad input fails with a clear message and leaves nothing behind; a
+//! trained model loads back with `papa eval` to the accuracy recorded at training time.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn papa(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_papa"))
+        .args(args)
+        .output()
+        .expect("papa runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `papa train` with `args` into a fresh directory and expects a failure whose message
+/// contains `needle`, with no output directory created.
+fn fails_cleanly(args: &[&str], needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let mut all = vec!["train", "--out", out_dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = papa(&all);
+    assert!(!out.status.success(), "{args:?} should fail");
+    let message = stderr(&out);
+    assert!(
+        message.contains(needle),
+        "{args:?}: message {message:?} lacks {needle:?}"
+    );
+    assert!(!out_dir.exists(), "{args:?} left output behind");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    fails_cleanly(&["--model", "resnet-900"], "unknown model `resnet-900`");
+    fails_cleanly(&["--population", "0"], "population");
+    fails_cleanly(&["--data", "/nonexistent/data"], "/nonexistent/data");
+    let out = papa(&["train", "--method", "papa-3"]);
+    assert!(!out.status.success() && stderr(&out).contains("papa-3"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "population = 2\nlearning_rat = 0.1\n").unwrap();
+    fails_cleanly(&["--config", config.to_str().unwrap()], "learning_rat");
+
+    // A directory of truncated IDX files names the file.
+    let data = dir.path().join("broken");
+    std::fs::create_dir(&data).unwrap();
+    for name in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::write(data.join(name), [0u8, 0, 8, 3, 0, 0]).unwrap();
+    }
+    fails_cleanly(
+        &["--data", data.to_str().unwrap()],
+        "train-images-idx3-ubyte",
+    );
+
+    let out = papa(&[
+        "eval",
+        dir.path().join("missing.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success() && stderr(&out).contains("missing.safetensors"));
+}
+
+#[test]
+fn a_run_whose_loss_turns_nan_stops_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("nan.toml");
+    std::fs::write(&config, "model = \"mlp:16\"\nmethods = [\"none\"]\npopulation = 2\nepochs = 1\ntrain_limit = 256\nbatch = 32\nlr = 1e30\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let out = papa(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("loss became"), "{}", stderr(&out));
+    assert!(
+        !out_dir.join("none.safetensors").exists(),
+        "no model from a diverged run"
+    );
+}
+
+fn recorded_and_evaluated(out_dir: &Path, method: &str) -> (String, String) {
+    let out = papa(&[
+        "eval",
+        out_dir
+            .join(format!("{method}.safetensors"))
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let evaluated = text
+        .split("test accuracy ")
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .unwrap()
+        .to_string();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    let result = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["method"] == method)
+        .unwrap();
+    let recorded = format!("{:.2}", result["final_model"].as_f64().unwrap());
+    (recorded, evaluated)
+}
+
+#[test]
+fn a_saved_model_evaluates_to_its_recorded_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, "model = \"mlp:32\"\npopulation = 2\nepochs = 1\ntrain_limit = 512\nbatch = 64\nrepair_batches = 2\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let out = papa(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--method",
+        "papa",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for file in [
+        "results.json",
+        "results.md",
+        "accuracy.svg",
+        "papa.safetensors",
+        "config.toml",
+    ] {
+        assert!(out_dir.join(file).exists(), "{file} missing");
+    }
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(table.contains("| papa"), "{table}");
+    let (recorded, evaluated) = recorded_and_evaluated(&out_dir, "papa");
+    assert_eq!(recorded, evaluated);
+}

@@ -1,0 +1,240 @@
+//! End-to-end checks of the training loop: same bits on any thread count, resume to the same
+//! bits, REPAIR reaching its goal statistics through the engine, and every method running.
+
+use papa_core::repair::{accumulate, channel_stats, goal_stats, ChannelStats, Moments};
+use papa_train::config::{build_model, Method, TrainConfig};
+use papa_train::data::{self, Dataset, Splits};
+use papa_train::eval::repair;
+use papa_train::model::{Input, ModelSpec, Network};
+use papa_train::train::{train_method, Outcome};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Bundled Fashion-MNIST with small validation and test splits, so that a test trains in
+/// seconds.
+fn small_splits() -> Splits {
+    let mut splits = data::load("fashion-mnist", 0.1, 0).expect("bundled data");
+    splits.normalize();
+    let keep = |d: &mut Dataset, n: usize| {
+        let sl = d.sample_len();
+        d.images.truncate(n * sl);
+        d.labels.truncate(n);
+    };
+    keep(&mut splits.val, 400);
+    keep(&mut splits.test, 500);
+    splits
+}
+
+fn small_config(model: &str) -> TrainConfig {
+    TrainConfig {
+        model: model.into(),
+        population: 3,
+        epochs: 2,
+        batch: 32,
+        train_limit: 320,
+        repair_batches: 2,
+        papa_every_epochs: 1,
+        ..TrainConfig::default()
+    }
+}
+
+fn run(
+    cfg: &TrainConfig,
+    splits: &Splits,
+    method: Method,
+    threads: usize,
+    checkpoint: Option<&std::path::Path>,
+) -> Outcome {
+    let spec = spec_for(cfg, splits);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| train_method(cfg, splits, &spec, method, checkpoint, &|_, _| {}))
+        .expect("training runs")
+}
+
+fn spec_for(cfg: &TrainConfig, splits: &Splits) -> ModelSpec {
+    let d = &splits.train;
+    build_model(&cfg.model, [d.channels, d.height, d.width], d.classes).unwrap()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn same_bits_on_one_and_two_threads() {
+    let splits = small_splits();
+    let cfg = small_config("cnn-s");
+    for method in [Method::Papa, Method::Papa2] {
+        let one = run(&cfg, &splits, method, 1, None);
+        let two = run(&cfg, &splits, method, 2, None);
+        assert_eq!(
+            bits(&one.model),
+            bits(&two.model),
+            "{method:?}: final model differs"
+        );
+        assert_eq!(one.result.members, two.result.members);
+        assert_eq!(one.result.greedy_soup, two.result.greedy_soup);
+    }
+}
+
+#[test]
+fn resume_after_an_interruption_gives_the_same_bits() {
+    let splits = small_splits();
+    let cfg = small_config("mlp:64");
+    let whole = run(&cfg, &splits, Method::PapaAll, 2, None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("papa-all.safetensors");
+    let spec = spec_for(&cfg, &splits);
+    let steps_per_epoch = (cfg.train_limit / cfg.batch) as u64;
+    // Stop in the middle of the second epoch, after the first epoch's checkpoint.
+    let interrupted = catch_unwind(AssertUnwindSafe(|| {
+        let stop = |done: u64, _| assert!(done < steps_per_epoch + 3, "interrupted");
+        train_method(
+            &cfg,
+            &splits,
+            &spec,
+            Method::PapaAll,
+            Some(&checkpoint),
+            &stop,
+        )
+    }));
+    assert!(interrupted.is_err(), "the run was meant to be interrupted");
+    assert!(checkpoint.exists(), "the first epoch left a checkpoint");
+    let resumed = run(&cfg, &splits, Method::PapaAll, 1, Some(&checkpoint));
+    assert_eq!(bits(&whole.model), bits(&resumed.model));
+    assert_eq!(whole.result.history.len(), resumed.result.history.len());
+    assert_eq!(whole.result.members, resumed.result.members);
+
+    // A checkpoint of other settings is refused rather than silently mixed in.
+    let other = TrainConfig {
+        seed: 9,
+        ..cfg.clone()
+    };
+    let refused = train_method(
+        &other,
+        &splits,
+        &spec,
+        Method::PapaAll,
+        Some(&checkpoint),
+        &|_, _| {},
+    );
+    assert!(refused.is_err());
+}
+
+#[test]
+fn every_method_trains_and_reports() {
+    let splits = small_splits();
+    let cfg = small_config("mlp:64");
+    for method in Method::ALL {
+        let out = run(&cfg, &splits, method, 2, None);
+        let r = &out.result;
+        assert_eq!(r.history.len(), cfg.epochs);
+        assert_eq!(r.members.len(), cfg.population);
+        assert!(r.members_min <= r.members_mean && r.members_mean <= r.members_max);
+        assert!((1..=cfg.population).contains(&r.greedy_soup_size));
+        // Learning happened: far above chance (10%) even in this tiny run.
+        assert!(
+            r.final_model > 40.0,
+            "{method:?}: final model at {}%",
+            r.final_model
+        );
+        assert!(out.model.iter().all(|x| x.is_finite()));
+    }
+}
+
+/// Per-channel statistics of repairable layer `layer` of every member of `params`.
+fn layer_stats(
+    spec: &ModelSpec,
+    params: &[f32],
+    layer: usize,
+    calibration: &[f32],
+    batch: usize,
+) -> Vec<ChannelStats> {
+    let p = params.len() / spec.len();
+    let channels = spec.repairable().nth(layer).unwrap().channels;
+    let mut net = Network::new(spec, p, batch).unwrap();
+    let mut moments = vec![Moments::EMPTY; p * channels];
+    for input in calibration.chunks_exact(batch * spec.input_len()) {
+        net.evaluate(params, Input::Shared(input)).unwrap();
+        let out = net.pre_activation(layer).unwrap();
+        for m in 0..p {
+            accumulate(
+                &mut moments[m * channels..][..channels],
+                out.member(m),
+                channels,
+                1,
+            )
+            .unwrap();
+        }
+    }
+    let mut stats = vec![
+        ChannelStats {
+            mean: 0.0,
+            std: 0.0
+        };
+        p * channels
+    ];
+    channel_stats(&moments, &mut stats).unwrap();
+    stats
+}
+
+/// After REPAIR through the engine, the averaged child's hidden layers have the goal mean and
+/// std per channel on the calibration data (an MLP: every hidden layer is corrected).
+#[test]
+fn repair_gives_children_the_goal_statistics() {
+    let splits = small_splits();
+    let spec = spec_for(&small_config("mlp:48,32"), &splits);
+    let (p, n, batch) = (3, spec.len(), 40);
+    // Parents: three independently initialised members.
+    let mut population = vec![0.0; p * n];
+    let rng = papa_core::rng::Rng::new(3);
+    for (j, m) in population.chunks_exact_mut(n).enumerate() {
+        papa_train::model::init_member(&spec, &mut rng.fork(j as u64), m).unwrap();
+    }
+    let calibration = &splits.train.images[..3 * batch * splits.train.sample_len()];
+    let weights = [0.5f32, 0.3, 0.2];
+    let mut child = vec![0.0; n];
+    for (i, c) in child.iter_mut().enumerate() {
+        *c = (0..p).map(|j| weights[j] * population[j * n + i]).sum();
+    }
+    repair(
+        &spec,
+        &mut child,
+        &population,
+        &[weights.to_vec()],
+        calibration,
+        batch,
+    )
+    .unwrap();
+    for layer in 0..spec.repairable().len() {
+        let channels = spec.repairable().nth(layer).unwrap().channels;
+        let parents_stats = layer_stats(&spec, &population, layer, calibration, batch);
+        let mut goal = vec![
+            ChannelStats {
+                mean: 0.0,
+                std: 0.0
+            };
+            channels
+        ];
+        goal_stats(&parents_stats, &weights, &mut goal).unwrap();
+        let got = layer_stats(&spec, &child, layer, calibration, batch);
+        for c in 0..channels {
+            let (g, h) = (goal[c], got[c]);
+            assert!(
+                (g.mean - h.mean).abs() <= 1e-3 * g.std.max(1e-3),
+                "layer {layer} channel {c}: mean {} vs goal {}",
+                h.mean,
+                g.mean
+            );
+            assert!(
+                (g.std - h.std).abs() <= 1e-3 * g.std,
+                "layer {layer} channel {c}: std {} vs goal {}",
+                h.std,
+                g.std
+            );
+        }
+    }
+}
