@@ -357,7 +357,11 @@ pub(crate) fn check_weights(weights: &[f32], members: usize) -> Result<(), Error
             found: weights.len(),
         });
     }
-    if let Some((index, &value)) = weights.iter().enumerate().find(|(_, w)| w.is_nan() || **w < 0.0) {
+    if let Some((index, &value)) = weights
+        .iter()
+        .enumerate()
+        .find(|(_, w)| w.is_nan() || **w < 0.0)
+    {
         return Err(Error::NegativeWeight { index, value });
     }
     let sum: f64 = weights.iter().map(|&w| f64::from(w)).sum();
