@@ -284,6 +284,49 @@ impl<'a> Combine<'a> {
         }
     }
 
+    /// acc <- sum_j c_j x_j (or sum_j x_j when not `WEIGHTED`) over the `members` columns.
+    fn sum_columns<'p, const WEIGHTED: bool>(
+        &self,
+        members: usize,
+        column: impl Fn(usize) -> &'p [f32],
+        acc: &mut [f64],
+    ) {
+        let term = |j: usize| if WEIGHTED { self.weight(j) } else { 1.0 };
+        let scaled = |c: f64, x: f32| {
+            if WEIGHTED {
+                c * f64::from(x)
+            } else {
+                f64::from(x)
+            }
+        };
+        let (c, x) = (term(0), column(0));
+        for (a, &x) in acc.iter_mut().zip(x) {
+            *a = scaled(c, x);
+        }
+        let width = acc.len();
+        let mut j = 1;
+        while j + 4 <= members {
+            let (c0, c1, c2, c3) = (term(j), term(j + 1), term(j + 2), term(j + 3));
+            let (x0, x1, x2, x3) = (column(j), column(j + 1), column(j + 2), column(j + 3));
+            let (x0, x1, x2, x3) = (&x0[..width], &x1[..width], &x2[..width], &x3[..width]);
+            for i in 0..width {
+                let mut s = acc[i];
+                s += scaled(c0, x0[i]);
+                s += scaled(c1, x1[i]);
+                s += scaled(c2, x2[i]);
+                s += scaled(c3, x3[i]);
+                acc[i] = s;
+            }
+            j += 4;
+        }
+        for j in j..members {
+            let c = term(j);
+            for (a, &x) in acc.iter_mut().zip(column(j)) {
+                *a += scaled(c, x);
+            }
+        }
+    }
+
     /// acc <- sum_j c_j w_j[cols] (or the max over members), in f64.
     ///
     /// Members are folded in four at a time so that each accumulator is loaded and stored once
@@ -299,37 +342,14 @@ impl<'a> Combine<'a> {
         let width = acc.len();
         let column = |j: usize| &pop.member(j)[cols.clone()][..width];
         match policy {
-            Policy::Average => {
-                let (c, x) = (self.weight(0), column(0));
-                for (a, &x) in acc.iter_mut().zip(x) {
-                    *a = c * f64::from(x);
+            Policy::Average => match self.weights {
+                // Uniform: sum, then scale once, sparing a multiply per element.
+                Weights::Uniform => {
+                    self.sum_columns::<false>(pop.members(), column, acc);
+                    acc.iter_mut().for_each(|a| *a *= self.uniform);
                 }
-                let mut j = 1;
-                while j + 4 <= pop.members() {
-                    let (c0, c1, c2, c3) = (
-                        self.weight(j),
-                        self.weight(j + 1),
-                        self.weight(j + 2),
-                        self.weight(j + 3),
-                    );
-                    let (x0, x1, x2, x3) = (column(j), column(j + 1), column(j + 2), column(j + 3));
-                    for i in 0..width {
-                        let mut s = acc[i];
-                        s += c0 * f64::from(x0[i]);
-                        s += c1 * f64::from(x1[i]);
-                        s += c2 * f64::from(x2[i]);
-                        s += c3 * f64::from(x3[i]);
-                        acc[i] = s;
-                    }
-                    j += 4;
-                }
-                for j in j..pop.members() {
-                    let c = self.weight(j);
-                    for (a, &x) in acc.iter_mut().zip(column(j)) {
-                        *a += c * f64::from(x);
-                    }
-                }
-            }
+                Weights::Given(_) => self.sum_columns::<true>(pop.members(), column, acc),
+            },
             Policy::Max => {
                 for (a, &x) in acc.iter_mut().zip(column(0)) {
                     *a = f64::from(x);
