@@ -139,3 +139,16 @@ impl fmt::Display for Error {
 }
 
 impl core::error::Error for Error {}
+
+/// Fails with [`Error::LengthMismatch`] naming `what` when a length is not the one needed.
+pub(crate) fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
+    if expected != found {
+        return Err(Error::LengthMismatch {
+            what,
+            index: None,
+            expected,
+            found,
+        });
+    }
+    Ok(())
+}

@@ -19,6 +19,7 @@
 //! Statistics are accumulated in f64 with Chan's pairwise merge, so measuring batch by batch
 //! gives the same moments as one pass over all the data.
 
+use crate::error::check_len;
 use crate::rules::check_weights;
 use crate::Error;
 
@@ -469,18 +470,6 @@ fn nonzero_channels(channels: usize) -> Result<usize, Error> {
         return Err(Error::BadShape { what: "channels" });
     }
     Ok(channels)
-}
-
-fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
-    if expected != found {
-        return Err(Error::LengthMismatch {
-            what,
-            index: None,
-            expected,
-            found,
-        });
-    }
-    Ok(())
 }
 
 /// A statistic is usable when its mean is finite and its std finite and non-negative.

@@ -4,6 +4,7 @@
 //! a chunk of every member is read once from memory, combined in f64 on the stack, and
 //! written once. No rule allocates; PAPA-2 takes its scratch space from the caller.
 
+use crate::error::check_len;
 use crate::layout::{Layout, Policy};
 use crate::population::{check_finite, Population, PopulationMut};
 use crate::rng::Rng;
@@ -51,7 +52,7 @@ pub fn average<P: Population + ?Sized>(
     out: &mut [f32],
     opts: &Options<'_>,
 ) -> Result<(), Error> {
-    check_output(pop, out)?;
+    check_len("out", pop.member_len(), out.len())?;
     let combine = Combine::new(pop, weights, opts)?;
     for_each_chunk(pop.member_len(), opts, |cols, policy| {
         let acc = &mut [0.0f64; CHUNK][..cols.len()];
@@ -407,18 +408,6 @@ fn check_common<P: Population + ?Sized>(pop: &P, opts: &Options<'_>) -> Result<(
     }
     if opts.check_finite {
         check_finite(pop)?;
-    }
-    Ok(())
-}
-
-fn check_output<P: Population + ?Sized>(pop: &P, out: &[f32]) -> Result<(), Error> {
-    if out.len() != pop.member_len() {
-        return Err(Error::LengthMismatch {
-            what: "out",
-            index: None,
-            expected: pop.member_len(),
-            found: out.len(),
-        });
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! the result afterwards with weights 1/n over the kept members (the `weights` the greedy
 //! soup returns).
 
+use crate::error::check_len;
 use crate::population::Population;
 use crate::rules::{average, Options, Weights};
 use crate::Error;
@@ -172,16 +173,4 @@ fn scored(member: usize, score: f32) -> Result<f32, Error> {
         });
     }
     Ok(score)
-}
-
-fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
-    if expected != found {
-        return Err(Error::LengthMismatch {
-            what,
-            index: None,
-            expected,
-            found,
-        });
-    }
-    Ok(())
 }

@@ -1,8 +1,10 @@
 //! Diversity metrics against straightforward f64 references, on random populations whose
 //! length is often off the chunk grid, and their errors.
 
+mod common;
+use common::Nobody;
 use papa_core::diversity::{distances_to_mean, mean_pairwise_cosine};
-use papa_core::population::{Contiguous, Members, Population};
+use papa_core::population::{Contiguous, Members};
 use papa_core::rng::Rng;
 use papa_core::rules::{Weights, CHUNK};
 use papa_core::Error;
@@ -131,21 +133,6 @@ fn hand_worked_values() {
     distances_to_mean(&one, Weights::Uniform, &mut out).unwrap();
     assert_eq!(out, [0.0]);
     assert_eq!(mean_pairwise_cosine(&one, &mut gram), Ok(1.0));
-}
-
-/// A population with no member, which the crate's own views refuse to build.
-struct Nobody;
-
-impl Population for Nobody {
-    fn members(&self) -> usize {
-        0
-    }
-    fn member_len(&self) -> usize {
-        1
-    }
-    fn member(&self, _: usize) -> &[f32] {
-        &[]
-    }
 }
 
 #[test]

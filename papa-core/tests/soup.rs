@@ -1,7 +1,9 @@
 //! Soups: hand-worked greedy soups, invariants on random populations, and the errors.
 
+mod common;
+use common::Nobody;
 use papa_core::layout::{Layout, TensorKind, TensorSpec};
-use papa_core::population::{Contiguous, Members, Population};
+use papa_core::population::{Contiguous, Members};
 use papa_core::rules::{average, Options, Weights};
 use papa_core::soup::{greedy_soup, uniform_soup, GreedyBuffers, SoupOutcome};
 use papa_core::Error;
@@ -229,21 +231,6 @@ proptest! {
             a > b || (a == b && w[0] < w[1])
         });
         prop_assert!(sorted, "order {:?} for scores {:?}", buf.order, buf.scores);
-    }
-}
-
-/// A population with no member, which the crate's own views refuse to build.
-struct Nobody;
-
-impl Population for Nobody {
-    fn members(&self) -> usize {
-        0
-    }
-    fn member_len(&self) -> usize {
-        1
-    }
-    fn member(&self, _: usize) -> &[f32] {
-        &[]
     }
 }
 
