@@ -10,8 +10,9 @@ use papa_train::data::{self, Splits};
 use papa_train::eval::accuracy;
 use papa_train::model::{init_member, soft_cross_entropy, Input, Mode, Network};
 use papa_train::optim::Sgd;
+use papa_train::report::EpochRecord;
 use papa_train::report::{markdown_table, write_report, MethodResult, RunReport};
-use papa_train::train::train_method;
+use papa_train::train::{train_method, Progress};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -197,9 +198,9 @@ fn train(args: TrainArgs) -> CliResult {
                 .map_err(text)?
                 .progress_chars("=> "),
         );
-        let progress = |done: u64, total: u64| {
-            bar.set_length(total);
-            bar.set_position(done);
+        let progress = BarProgress {
+            bar: &bar,
+            epochs: cfg.epochs,
         };
         let checkpoint = checkpoints.join(format!("{}.safetensors", method.name()));
         let outcome = train_method(&cfg, &splits, &spec, method, Some(&checkpoint), &progress)
@@ -242,6 +243,43 @@ fn train(args: TrainArgs) -> CliResult {
         out.display()
     );
     Ok(())
+}
+
+/// A progress bar over the steps, and one line per epoch above it.
+struct BarProgress<'a> {
+    bar: &'a ProgressBar,
+    epochs: usize,
+}
+
+impl Progress for BarProgress<'_> {
+    fn step(&self, done: u64, total: u64) {
+        self.bar.set_length(total);
+        self.bar.set_position(done);
+    }
+
+    fn epoch(&self, r: &EpochRecord) {
+        let members = &r.member_test_acc;
+        let (lo, hi) = members
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &a| {
+                (lo.min(a), hi.max(a))
+            });
+        let distance =
+            r.distance_to_mean.iter().sum::<f64>() / r.distance_to_mean.len().max(1) as f64;
+        let average = r
+            .average_test_acc
+            .map_or("n/a".to_string(), |a| format!("{a:.2}%"));
+        self.bar.println(format!(
+            "{:>9} epoch {}/{}: loss {:.3}, members {lo:.2}-{hi:.2}%, average model {average}, \
+             distance to mean {distance:.3}, pairwise cosine {:.3}, {:.0} s",
+            self.bar.message(),
+            r.epoch + 1,
+            self.epochs,
+            r.train_loss,
+            r.mean_pairwise_cosine,
+            r.seconds
+        ));
+    }
 }
 
 /// The run's settings: defaults, then the TOML file, then the flags.

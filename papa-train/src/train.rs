@@ -76,8 +76,21 @@ pub struct Outcome {
     pub model: Vec<f32>,
 }
 
-/// Called after every optimizer step (for progress bars) with the steps done and the total.
-pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+/// What a caller hears while a method trains.
+pub trait Progress: Sync {
+    /// After every optimizer step: the steps done and the total (for progress bars).
+    fn step(&self, done: u64, total: u64);
+    /// After every epoch, with its accuracies and diversity.
+    fn epoch(&self, record: &EpochRecord);
+}
+
+/// Hears nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn step(&self, _: u64, _: u64) {}
+    fn epoch(&self, _: &EpochRecord) {}
+}
 
 /// Trains `cfg.population` members with `method` and evaluates everything. With `checkpoint`
 /// the population is saved (atomically) after every epoch, and an existing checkpoint of the
@@ -88,7 +101,7 @@ pub fn train_method(
     spec: &ModelSpec,
     method: Method,
     checkpoint: Option<&Path>,
-    progress: Progress<'_>,
+    progress: &dyn Progress,
 ) -> Result<Outcome, TrainError> {
     let run = Run::new(cfg, splits, spec, method)?;
     let (mut params, mut velocity, mut state) = match checkpoint.filter(|p| p.exists()) {
@@ -115,6 +128,7 @@ pub fn train_method(
         let mut record = run.measure(&params, epoch, loss)?;
         record.seconds = started.elapsed().as_secs_f64();
         state.seconds += record.seconds;
+        progress.epoch(&record);
         state.history.push(record);
         state.epochs_done += 1;
         if let Some(path) = checkpoint {
@@ -266,7 +280,7 @@ impl<'a> Run<'a> {
         params: &mut [f32],
         velocity: &mut [f32],
         epoch: usize,
-        progress: Progress<'_>,
+        progress: &dyn Progress,
     ) -> Result<f32, TrainError> {
         let (p, b, cfg) = (self.p, self.cfg.batch, self.cfg);
         let train = &self.splits.train;
@@ -355,7 +369,7 @@ impl<'a> Run<'a> {
                 })
                 .map_err(other)?;
             }
-            progress(step + 1, total_steps);
+            progress.step(step + 1, total_steps);
         }
         Ok((loss_sum / self.steps_per_epoch as f64) as f32)
     }

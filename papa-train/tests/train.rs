@@ -6,7 +6,8 @@ use papa_train::config::{build_model, Method, TrainConfig};
 use papa_train::data::{self, Dataset, Splits};
 use papa_train::eval::repair;
 use papa_train::model::{Input, ModelSpec, Network};
-use papa_train::train::{train_method, Outcome};
+use papa_train::report::EpochRecord;
+use papa_train::train::{train_method, Outcome, Progress, Silent};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Bundled Fashion-MNIST with small validation and test splits, so that a test trains in
@@ -49,7 +50,7 @@ fn run(
         .num_threads(threads)
         .build()
         .unwrap();
-    pool.install(|| train_method(cfg, splits, &spec, method, checkpoint, &|_, _| {}))
+    pool.install(|| train_method(cfg, splits, &spec, method, checkpoint, &Silent))
         .expect("training runs")
 }
 
@@ -79,6 +80,16 @@ fn same_bits_on_one_and_two_threads() {
     }
 }
 
+/// Interrupts a run (as a kill would) when it reaches a step.
+struct StopAt(u64);
+
+impl Progress for StopAt {
+    fn step(&self, done: u64, _: u64) {
+        assert!(done < self.0, "interrupted");
+    }
+    fn epoch(&self, _: &EpochRecord) {}
+}
+
 #[test]
 fn resume_after_an_interruption_gives_the_same_bits() {
     let splits = small_splits();
@@ -91,7 +102,7 @@ fn resume_after_an_interruption_gives_the_same_bits() {
     let steps_per_epoch = (cfg.train_limit / cfg.batch) as u64;
     // Stop in the middle of the second epoch, after the first epoch's checkpoint.
     let interrupted = catch_unwind(AssertUnwindSafe(|| {
-        let stop = |done: u64, _| assert!(done < steps_per_epoch + 3, "interrupted");
+        let stop = StopAt(steps_per_epoch + 3);
         train_method(
             &cfg,
             &splits,
@@ -119,7 +130,7 @@ fn resume_after_an_interruption_gives_the_same_bits() {
         &spec,
         Method::PapaAll,
         Some(&checkpoint),
-        &|_, _| {},
+        &Silent,
     );
     assert!(refused.is_err());
 }
