@@ -55,12 +55,15 @@ impl<'a> Mat<'a> {
 /// that the parallelism (and hence the summation order) is decided by the caller.
 pub(crate) fn matmul(dst: &mut [f32], ld: usize, lhs: Mat, rhs: Mat, accumulate: bool) {
     let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
-    // Bounds are checked here once so that the unsafe call below stays in range.
+    // Bounds are checked here once so that the kernels below stay in range.
     assert!(lhs.fits() && rhs.fits() && rhs.rows == k && n <= ld);
     assert!(m == 0 || n == 0 || (m - 1) * ld + n <= dst.len());
     if m == 0 || n == 0 {
         return;
     }
+    #[cfg(target_feature = "avx512f")]
+    avx512::matmul(dst, ld, lhs, rhs, accumulate);
+    #[cfg(not(target_feature = "avx512f"))]
     // SAFETY: every index gemm touches was checked to lie inside the three slices above,
     // and `dst` is borrowed mutably so it aliases neither input.
     unsafe {
@@ -85,6 +88,151 @@ pub(crate) fn matmul(dst: &mut [f32], ld: usize, lhs: Mat, rhs: Mat, accumulate:
             false,
             gemm::Parallelism::None,
         );
+    }
+}
+
+/// An AVX-512 gemm: the `gemm` crate only uses 256-bit kernels on stable Rust, half of
+/// what these cores can do. The right operand is packed into zero-padded panels of `16 * NV`
+/// columns; the left one is read in place (row-major and transposed operands both stream
+/// well). Blocking depends only on the shape, so every output is summed in the same order
+/// on every call of the same shape.
+#[cfg(target_feature = "avx512f")]
+// The AVX-512 intrinsics need Rust 1.89, above the declared MSRV; only builds for an
+// AVX-512 target compile this module.
+#[allow(clippy::incompatible_msrv)]
+mod avx512 {
+    use super::Mat;
+    use std::arch::x86_64::*;
+    use std::cell::RefCell;
+
+    /// Most depth per block (a packed block then stays in L2).
+    const KC: usize = 384;
+
+    thread_local! {
+        /// The packed right operand, reused across calls.
+        static PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn matmul(dst: &mut [f32], ld: usize, lhs: Mat, rhs: Mat, accumulate: bool) {
+        // The tile width that wastes the fewest padded columns; 24 accumulators each.
+        match rhs.cols {
+            n if n % 64 == 0 || n > 48 && n % 48 != 0 => {
+                blocked::<6, 4>(dst, ld, lhs, rhs, accumulate)
+            }
+            n if n > 32 => blocked::<8, 3>(dst, ld, lhs, rhs, accumulate),
+            _ => blocked::<12, 2>(dst, ld, lhs, rhs, accumulate),
+        }
+    }
+
+    fn blocked<const MR: usize, const NV: usize>(
+        dst: &mut [f32],
+        ld: usize,
+        lhs: Mat,
+        rhs: Mat,
+        accumulate: bool,
+    ) {
+        let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
+        let nr = 16 * NV;
+        let panels = n.div_ceil(nr);
+        if k == 0 {
+            if !accumulate {
+                dst.chunks_mut(ld).take(m).for_each(|r| r[..n].fill(0.0));
+            }
+            return;
+        }
+        // Equal blocks no deeper than KC.
+        let kc_max = k.div_ceil(k.div_ceil(KC));
+        PACK.with_borrow_mut(|pb| {
+            pb.resize(panels * nr * kc_max, 0.0);
+            for k0 in (0..k).step_by(kc_max) {
+                let kc = kc_max.min(k - k0);
+                let pb = &mut pb[..panels * nr * kc];
+                pack(pb, rhs, nr, k0, kc);
+                let add = accumulate || k0 > 0;
+                for (j, bp) in pb.chunks_exact(nr * kc).enumerate() {
+                    let cols = nr.min(n - j * nr);
+                    for i in (0..m).step_by(MR) {
+                        let rows = MR.min(m - i);
+                        tile::<MR, NV>(dst, ld, lhs, bp, (i, rows), (j * nr, cols), (k0, kc), add);
+                    }
+                }
+            }
+        });
+    }
+
+    /// `pb[panel][kk][jj] = rhs[k0 + kk, panel * nr + jj]`, zero past the last column.
+    fn pack(pb: &mut [f32], rhs: Mat, nr: usize, k0: usize, kc: usize) {
+        for (j, panel) in pb.chunks_exact_mut(nr * kc).enumerate() {
+            let j0 = j * nr;
+            let cols = nr.min(rhs.cols - j0);
+            for (kk, row) in panel.chunks_exact_mut(nr).enumerate() {
+                let base = (k0 + kk) * rhs.rs + j0 * rhs.cs;
+                if rhs.cs == 1 {
+                    row[..cols].copy_from_slice(&rhs.data[base..base + cols]);
+                } else {
+                    for (jj, v) in row[..cols].iter_mut().enumerate() {
+                        *v = rhs.data[base + jj * rhs.cs];
+                    }
+                }
+                row[cols..].fill(0.0);
+            }
+        }
+    }
+
+    /// `dst[rows, cols] (+)= lhs[rows, k0..k0 + kc] * panel`, each output summed in `k` order.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn tile<const MR: usize, const NV: usize>(
+        dst: &mut [f32],
+        ld: usize,
+        lhs: Mat,
+        bp: &[f32],
+        (i0, rows): (usize, usize),
+        (j0, cols): (usize, usize),
+        (k0, kc): (usize, usize),
+        add: bool,
+    ) {
+        // Rows past the end repeat the last row, whose results are then not stored.
+        let offs: [usize; MR] = std::array::from_fn(|r| (i0 + r.min(rows - 1)) * lhs.rs);
+        let a_last = offs[MR - 1].max(offs[0]) + (k0 + kc - 1) * lhs.cs;
+        assert!(bp.len() >= 16 * NV * kc && a_last < lhs.data.len());
+        assert!((i0 + rows - 1) * ld + j0 + cols <= dst.len());
+        let a = lhs.data.as_ptr();
+        // SAFETY: AVX-512F is enabled for the whole build (this module only exists then).
+        // Reads of `lhs` are at `offs[r] + kk * cs` with `kk < k0 + kc`, at most `a_last`;
+        // reads of `bp` are below `16 * NV * kc`; both were checked above. Stores go to rows
+        // `i0..i0 + rows` and columns `j0..j0 + cols` of `dst` (masked to `cols`), also
+        // checked above.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+            for kk in 0..kc {
+                let b = bp.as_ptr().add(kk * 16 * NV);
+                let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(b.add(16 * v)));
+                let ak = a.add((k0 + kk) * lhs.cs);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let ar = _mm512_set1_ps(*ak.add(offs[r]));
+                    for v in 0..NV {
+                        acc[v] = _mm512_fmadd_ps(ar, bv[v], acc[v]);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                let c = dst.as_mut_ptr().add((i0 + r) * ld + j0);
+                for (v, &acc) in acc.iter().enumerate() {
+                    let left = cols.saturating_sub(16 * v).min(16);
+                    if left == 0 {
+                        break;
+                    }
+                    let mask = ((1u32 << left) - 1) as __mmask16;
+                    let out = if add {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, c.add(16 * v)), acc)
+                    } else {
+                        acc
+                    };
+                    _mm512_mask_storeu_ps(c.add(16 * v), mask, out);
+                }
+            }
+        }
     }
 }
 

@@ -61,6 +61,9 @@ struct Step {
     stats: Vec<f64>,
     /// BatchNorm normalisation actually applied: `[mean; P*C], [1/std; P*C]`.
     norm: Vec<f32>,
+    /// A BatchNorm that also applies the in-place ReLU after it (saving a pass over the
+    /// output), or that ReLU, whose forward is then a no-op.
+    fused_relu: bool,
 }
 
 /// Workspace and engine for a population of `population` members and batches of up to
@@ -112,7 +115,11 @@ impl Network {
                         ..
                     })
                 );
-            if !in_place {
+            if in_place {
+                if let Some(bn) = steps.last_mut() {
+                    bn.fused_relu = true;
+                }
+            } else {
                 acts.push(vec![0.0; rows * op.out_len()]);
             }
             let (col, stats, norm) = match op {
@@ -139,6 +146,7 @@ impl Network {
                 col,
                 stats,
                 norm,
+                fused_relu: in_place,
             });
         }
         let max_act = acts.iter().map(Vec::len).max().unwrap_or(0);
@@ -448,27 +456,28 @@ fn forward_step(
                 Mode::Train => {
                     let (bmean, bvar) = step.stats.split_at_mut(p * c);
                     let rows = (b * spatial) as f64;
-                    channel_sums(partials, p, b, c, |m, s, acc| {
+                    // Sums and sums of squares in one pass; in f64 the cancellation in
+                    // `E[x^2] - E[x]^2` costs nothing at f32 precision.
+                    channel_sums(partials, p, b, 2 * c, |m, s, acc| {
+                        let (sum, sq) = acc.split_at_mut(c);
                         for row in sample_in(m, &s).chunks_exact(c) {
-                            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
-                        }
-                    });
-                    reduce_chunks(partials, p, b, c, |m, ch, sum| {
-                        bmean[m * c + ch] = sum / rows
-                    });
-                    let bmean_ref = &*bmean;
-                    channel_sums(partials, p, b, c, |m, s, acc| {
-                        let mu = &bmean_ref[m * c..][..c];
-                        for row in sample_in(m, &s).chunks_exact(c) {
-                            for ((a, &v), &u) in acc.iter_mut().zip(row).zip(mu) {
-                                let d = v as f64 - u;
-                                *a += d * d;
+                            for ((a, q), &v) in sum.iter_mut().zip(sq.iter_mut()).zip(row) {
+                                let v = v as f64;
+                                *a += v;
+                                *q += v * v;
                             }
                         }
                     });
-                    reduce_chunks(partials, p, b, c, |m, ch, sum| {
-                        bvar[m * c + ch] = sum / rows
+                    reduce_chunks(partials, p, b, 2 * c, |m, ch, sum| {
+                        if ch < c {
+                            bmean[m * c + ch] = sum / rows;
+                        } else {
+                            bvar[m * c + ch - c] = sum / rows;
+                        }
                     });
+                    for (v, &u) in bvar.iter_mut().zip(&*bmean) {
+                        *v = (*v - u * u).max(0.0);
+                    }
                     for i in 0..p * c {
                         nmean[i] = bmean[i] as f32;
                         ninv[i] = (1.0 / (bvar[i] + BN_EPS as f64).sqrt()) as f32;
@@ -484,6 +493,7 @@ fn forward_step(
                 }
             }
             let (nmean, ninv) = (&*nmean, &*ninv);
+            let relu = step.fused_relu;
             par_samples(y, p, b, out_len, |m, s, out| {
                 let (mu, inv) = (&nmean[m * c..][..c], &ninv[m * c..][..c]);
                 let (gamma, beta) = (&params[m * n + scale..][..c], &params[m * n + shift..][..c]);
@@ -492,21 +502,18 @@ fn forward_step(
                     .zip(sample_in(m, &s).chunks_exact(c))
                 {
                     for ch in 0..c {
-                        o[ch] = (xr[ch] - mu[ch]) * inv[ch] * gamma[ch] + beta[ch];
+                        let v = (xr[ch] - mu[ch]) * inv[ch] * gamma[ch] + beta[ch];
+                        o[ch] = if relu { v.max(0.0) } else { v };
                     }
                 }
             });
         }
+        Op::Relu { .. } if step.fused_relu => {}
         Op::Relu { len } => {
-            let y = &mut y[..p * b * len];
-            if x.is_empty() {
-                y.par_chunks_mut(1 << 14)
-                    .for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
-            } else {
-                y.par_chunks_mut(1 << 14)
-                    .zip(x[..p * b * len].par_chunks(1 << 14))
-                    .for_each(|(o, i)| o.iter_mut().zip(i).for_each(|(o, &v)| *o = v.max(0.0)));
-            }
+            y[..p * b * len]
+                .par_chunks_mut(1 << 14)
+                .zip(x[..p * b * len].par_chunks(1 << 14))
+                .for_each(|(o, i)| o.iter_mut().zip(i).for_each(|(o, &v)| *o = v.max(0.0)));
         }
         Op::MaxPool { c, h, w } => {
             par_samples(y, p, b, out_len, |m, s, out| {
