@@ -97,9 +97,7 @@ pub(crate) fn matmul(dst: &mut [f32], ld: usize, lhs: Mat, rhs: Mat, accumulate:
 /// well). Blocking depends only on the shape, so every output is summed in the same order
 /// on every call of the same shape.
 #[cfg(target_feature = "avx512f")]
-// The AVX-512 intrinsics need Rust 1.89, above the declared MSRV; only builds for an
-// AVX-512 target compile this module.
-#[allow(clippy::incompatible_msrv)]
+// Only builds for an AVX-512 target compile this module (the intrinsics need Rust 1.89).
 mod avx512 {
     use super::Mat;
     use std::arch::x86_64::*;
