@@ -157,7 +157,7 @@ pub fn accumulate(
     let sample = channels.checked_mul(spatial).ok_or(Error::BadShape {
         what: "channels * spatial",
     })?;
-    if activations.len() % sample != 0 {
+    if !activations.len().is_multiple_of(sample) {
         return Err(Error::BadShape {
             what: "activations length is not a multiple of channels * spatial",
         });
@@ -436,7 +436,7 @@ fn fold_affine(
     affine: impl Fn(usize) -> Result<(f64, f64), Error>,
 ) -> Result<(), Error> {
     nonzero_channels(channels)?;
-    if weight.is_empty() || weight.len() % channels != 0 {
+    if weight.is_empty() || !weight.len().is_multiple_of(channels) {
         return Err(Error::BadShape {
             what: "weight length is not a non-empty multiple of the channel count",
         });

@@ -75,7 +75,7 @@ fn period(what: &'static str, n: u32) -> Result<NonZeroU32, Error> {
 }
 
 fn due(count: u64, period: NonZeroU32) -> bool {
-    count > 0 && count % u64::from(period.get()) == 0
+    count > 0 && count.is_multiple_of(u64::from(period.get()))
 }
 
 /// The PAPA gradual coefficient under the paper's lr scaling:

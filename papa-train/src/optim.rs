@@ -86,7 +86,7 @@ impl Sgd {
         trainable: &[Range<usize>],
         lr: f32,
     ) -> Result<(), OptimError> {
-        if member_len == 0 || params.len() % member_len != 0 {
+        if member_len == 0 || !params.len().is_multiple_of(member_len) {
             return Err(OptimError::MemberLen {
                 len: params.len(),
                 member_len,

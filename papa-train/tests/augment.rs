@@ -24,7 +24,7 @@ fn shape(side: usize, classes: usize) -> BatchShape {
 /// A batch whose sample `i` is the constant image `i` with label `i`.
 fn constant_batch(batch: usize, side: usize) -> (Vec<f32>, Vec<u8>) {
     let images = (0..batch)
-        .flat_map(|i| std::iter::repeat(i as f32).take(side * side))
+        .flat_map(|i| std::iter::repeat_n(i as f32, side * side))
         .collect();
     (images, (0..batch as u8).collect())
 }

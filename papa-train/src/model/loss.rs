@@ -91,7 +91,7 @@ pub fn count_correct(
 ) -> Result<(), Error> {
     let p = correct.len();
     let rows = logits.len().checked_div(classes).unwrap_or(0);
-    if p == 0 || rows == 0 || rows * classes != logits.len() || rows % p != 0 {
+    if p == 0 || rows == 0 || rows * classes != logits.len() || !rows.is_multiple_of(p) {
         return Err(Error::Length {
             what: "logits (P x B x classes)",
             expected: p.max(1) * classes.max(1),
@@ -126,7 +126,7 @@ pub fn ensemble_probabilities(
     probs: &mut [f32],
 ) -> Result<(), Error> {
     let unit = population * classes;
-    if unit == 0 || logits.len() % unit != 0 || logits.is_empty() {
+    if unit == 0 || !logits.len().is_multiple_of(unit) || logits.is_empty() {
         return Err(Error::Length {
             what: "logits (P x B x classes)",
             expected: unit.max(1),
