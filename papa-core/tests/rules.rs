@@ -261,7 +261,10 @@ fn pairs_with_one_or_two_members() {
 /// Every parent gets about the same share of children (the reference code's lexicographic
 /// choice gives member 0 most of them).
 #[test]
-#[cfg_attr(miri, ignore = "a statistical check, not a memory-safety one; slow under Miri")]
+#[cfg_attr(
+    miri,
+    ignore = "a statistical check, not a memory-safety one; slow under Miri"
+)]
 fn pairs_are_uniform() {
     let p = 6;
     let mut counts = [0usize; 6];

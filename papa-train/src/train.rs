@@ -542,11 +542,19 @@ impl<'a> Run<'a> {
         let (mut order, mut scores, mut weights) = (vec![0; p], vec![0.0; p], vec![0.0; p]);
         let (mut candidate, mut greedy) = (vec![0.0; n], vec![0.0; n]);
         let mut failure = None;
+        // greedy_soup scores the P members first, then soups of several members: only those
+        // need BatchNorm statistics of their own (a member's trained ones are better than 5
+        // calibration batches).
+        let mut calls = 0;
         let eval_val = |w: &[f32]| -> f32 {
+            calls += 1;
             let mut model = w.to_vec();
-            match reestimate_batchnorm(spec, &mut model, &self.calibration, self.cfg.batch)
-                .and_then(|()| accuracy(spec, &model, val))
-            {
+            let statistics = if calls > p {
+                reestimate_batchnorm(spec, &mut model, &self.calibration, self.cfg.batch)
+            } else {
+                Ok(())
+            };
+            match statistics.and_then(|()| accuracy(spec, &model, val)) {
                 Ok(acc) => acc.members[0],
                 Err(e) => {
                     failure = Some(e);
@@ -567,7 +575,9 @@ impl<'a> Run<'a> {
             return Err(e.into());
         }
         let outcome = outcome.map_err(other)?;
-        reestimate_batchnorm(spec, &mut greedy, &self.calibration, self.cfg.batch)?;
+        if outcome.kept > 1 {
+            reestimate_batchnorm(spec, &mut greedy, &self.calibration, self.cfg.batch)?;
+        }
         let greedy_repaired = repaired(&weights, &greedy)?;
 
         let candidates = [
