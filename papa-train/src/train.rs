@@ -114,7 +114,7 @@ pub fn train_method(
                 seconds: 0.0,
                 history: vec![],
             };
-            (run.init(), vec![0.0; run.p * run.n], state)
+            (run.init()?, vec![0.0; run.p * run.n], state)
         }
     };
     let mut net = Network::new(spec, run.p, cfg.batch).map_err(other)?;
@@ -226,15 +226,13 @@ impl<'a> Run<'a> {
         })
     }
 
-    fn init(&self) -> Vec<f32> {
+    fn init(&self) -> Result<Vec<f32>, TrainError> {
         let rng = Rng::new(self.cfg.seed).fork(INIT_STREAM);
         let mut params = vec![0.0; self.p * self.n];
         for (j, member) in params.chunks_exact_mut(self.n).enumerate() {
-            // Sizes come from the spec itself, so this cannot fail.
-            init_member(self.spec, &mut rng.fork(j as u64), member)
-                .expect("member sized by its spec");
+            init_member(self.spec, &mut rng.fork(j as u64), member).map_err(other)?;
         }
-        params
+        Ok(params)
     }
 
     fn resume(&self, path: &Path) -> Result<(Vec<f32>, Vec<f32>, State), TrainError> {
