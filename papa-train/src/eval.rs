@@ -48,8 +48,16 @@ pub fn accuracy(
     data: &Dataset,
 ) -> Result<PopulationAccuracy, EvalError> {
     let p = params.len() / spec.len().max(1);
+    if p == 0 || p * spec.len() != params.len() {
+        return Err(model::Error::Length {
+            what: "params (P x N)",
+            expected: spec.len() * p.max(1),
+            found: params.len(),
+        }
+        .into());
+    }
     check_data(spec, data)?;
-    let mut net = Network::new(spec, p.max(1), EVAL_BATCH)?;
+    let mut net = Network::new(spec, p, EVAL_BATCH)?;
     let classes = spec.classes();
     let (mut correct, mut ensemble_correct) = (vec![0usize; p], 0usize);
     let mut mean_logits = vec![0.0f32; classes];
