@@ -16,6 +16,8 @@ pub enum Method {
     /// PAPA-all: every E epochs, every member becomes the mean, then REPAIR.
     PapaAll,
     /// PAPA-2: every E epochs, each member becomes the mean of a random pair, then REPAIR.
+    #[serde(rename = "papa-2")]
+    #[value(name = "papa-2")]
     Papa2,
 }
 

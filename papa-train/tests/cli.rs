@@ -37,6 +37,11 @@ fn bad_input_is_a_clear_error() {
     fails_cleanly(&["--model", "resnet-900"], "unknown model `resnet-900`");
     fails_cleanly(&["--population", "0"], "population");
     fails_cleanly(&["--data", "/nonexistent/data"], "/nonexistent/data");
+    let help = String::from_utf8_lossy(&papa(&["train", "--help"]).stdout).into_owned();
+    assert!(
+        help.contains("papa-2") && help.contains("papa-all"),
+        "{help}"
+    );
     let out = papa(&["train", "--method", "papa-3"]);
     assert!(!out.status.success() && stderr(&out).contains("papa-3"));
 

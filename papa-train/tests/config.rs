@@ -1,0 +1,129 @@
+//! Settings: model names, validation naming the key, the run-length-scaled PAPA pull.
+
+use papa_train::config::{parse_model, Method, TrainConfig, PAPER_ALPHA, PAPER_APPLICATIONS};
+use papa_train::model::ModelKind;
+
+#[test]
+fn model_names() {
+    assert_eq!(parse_model("cnn-s").unwrap(), ModelKind::CnnS);
+    assert_eq!(
+        parse_model("mlp").unwrap(),
+        ModelKind::Mlp { hidden: vec![256] }
+    );
+    assert_eq!(
+        parse_model("mlp:64, 32").unwrap(),
+        ModelKind::Mlp {
+            hidden: vec![64, 32]
+        }
+    );
+    for bad in ["resnet", "mlp:", "mlp:0", "mlp:a,2"] {
+        assert!(
+            parse_model(bad).unwrap_err().to_string().contains("model"),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn validation_names_the_key() {
+    let bad = |cfg: TrainConfig, key: &str| {
+        let message = cfg.validate().unwrap_err().to_string();
+        assert!(message.contains(key), "{message:?} lacks {key}");
+    };
+    let ok = TrainConfig::default();
+    ok.validate().unwrap();
+    bad(
+        TrainConfig {
+            population: 0,
+            ..ok.clone()
+        },
+        "population",
+    );
+    bad(
+        TrainConfig {
+            epochs: 0,
+            ..ok.clone()
+        },
+        "epochs",
+    );
+    bad(
+        TrainConfig {
+            batch: 1,
+            ..ok.clone()
+        },
+        "batch",
+    );
+    bad(
+        TrainConfig {
+            methods: vec![],
+            ..ok.clone()
+        },
+        "methods",
+    );
+    bad(
+        TrainConfig {
+            lr: f32::NAN,
+            ..ok.clone()
+        },
+        "lr",
+    );
+    bad(
+        TrainConfig {
+            papa_alpha: Some(1.5),
+            ..ok.clone()
+        },
+        "papa_alpha",
+    );
+    bad(
+        TrainConfig {
+            papa_every_steps: 0,
+            ..ok.clone()
+        },
+        "papa_every_steps",
+    );
+    bad(
+        TrainConfig {
+            model: "vgg".into(),
+            ..ok
+        },
+        "model",
+    );
+}
+
+#[test]
+fn toml_overrides_defaults_and_refuses_unknown_keys() {
+    let cfg: TrainConfig = toml::from_str("population = 7\nmethods = [\"papa-2\"]\n").unwrap();
+    assert_eq!(
+        (cfg.population, cfg.methods.clone()),
+        (7, vec![Method::Papa2])
+    );
+    assert_eq!(cfg.epochs, TrainConfig::default().epochs);
+    let err = toml::from_str::<TrainConfig>("popualtion = 7\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("popualtion"), "{err}");
+}
+
+/// The default pull keeps the paper's half-life as a fraction of the run: after the whole run
+/// without training, the distance to the mean shrinks by the same factor as in the paper's
+/// 20,000 applications of a = 0.99.
+#[test]
+fn the_pull_follows_the_run_length() {
+    let cfg = TrainConfig::default();
+    for steps in [270usize, 5_050, 200_000] {
+        let applications = steps as f64 / f64::from(cfg.papa_every_steps);
+        let a = f64::from(cfg.papa_alpha(steps));
+        let whole_run = a.powf(applications).ln();
+        let paper = PAPER_APPLICATIONS * PAPER_ALPHA.ln();
+        assert!(
+            (whole_run - paper).abs() <= 1e-4 * paper.abs(),
+            "{steps} steps: a = {a}"
+        );
+    }
+    assert!((cfg.papa_alpha(200_000) - 0.99).abs() < 1e-6);
+    let fixed = TrainConfig {
+        papa_alpha: Some(0.9),
+        ..cfg
+    };
+    assert_eq!(fixed.papa_alpha(10), 0.9);
+}
