@@ -230,8 +230,17 @@ pub fn repair(
             fold_correction(w, Bias::Existing(&mut rest[..c]), &fix)?;
         }
     }
-    // Later BatchNorms saw the uncorrected outputs.
-    reestimate_batchnorm(spec, children, calibration, batch)
+    // A BatchNorm after the first corrected layer saw uncorrected inputs; earlier ones (all of
+    // the small CNN's) already hold the statistics a second pass would recompute.
+    let first_corrected = layers[0].0;
+    let later_batchnorm = spec
+        .repairable()
+        .enumerate()
+        .any(|(i, l)| i > first_corrected && l.batch_norm.is_some());
+    if later_batchnorm {
+        reestimate_batchnorm(spec, children, calibration, batch)?;
+    }
+    Ok(())
 }
 
 fn check_data(spec: &ModelSpec, data: &Dataset) -> Result<(), EvalError> {
