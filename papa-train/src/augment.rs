@@ -15,10 +15,8 @@ pub const LABEL_SMOOTHING_GRID: [f32; 3] = [0.0, 0.05, 0.1];
 pub const CUTMIX_GRID: [f32; 3] = [0.0, 0.5, 1.0];
 /// Random erasing probabilities of the grid.
 pub const ERASING_GRID: [f32; 3] = [0.0, 0.15, 0.35];
-/// Padding of the random crop for images.
-pub const CROP_PADDING: usize = 4;
 /// Smallest side (height and width) an image needs for the crop to apply: shifting tabular
-/// features (a `1 x F` "image") or tiny images by 4 would destroy them.
+/// features (a `1 x F` "image") or tiny images by a few pixels would destroy them.
 pub const MIN_CROP_SIDE: usize = 8;
 
 /// Stream of the recipe shuffle, so it never shares draws with other uses of the run seed.
@@ -55,19 +53,20 @@ impl Recipe {
         }
     }
 
-    /// The standard image augmentation (crop with padding 4, flips where `hflip_ok`) and
-    /// no grid regularisation: what every member gets when the grid is turned off.
-    pub fn standard(hflip_ok: bool) -> Recipe {
+    /// Image augmentation only (random crop with `crop_padding`, 0 = none, and flips when
+    /// `hflip`), no grid regularisation: the base every grid entry builds on.
+    pub fn standard(crop_padding: usize, hflip: bool) -> Recipe {
         Recipe {
-            crop_padding: CROP_PADDING,
-            hflip: hflip_ok,
+            crop_padding,
+            hflip,
             ..Recipe::plain()
         }
     }
 }
 
-/// The 81 combinations of the grid, in a fixed order (mixup slowest, erasing fastest).
-pub fn grid(hflip_ok: bool) -> Vec<Recipe> {
+/// The 81 combinations of the grid on top of `base`'s image augmentation, in a fixed order
+/// (mixup slowest, erasing fastest).
+pub fn grid(base: Recipe) -> Vec<Recipe> {
     let mut out = Vec::with_capacity(81);
     for mixup in MIXUP_GRID {
         for label_smoothing in LABEL_SMOOTHING_GRID {
@@ -78,7 +77,7 @@ pub fn grid(hflip_ok: bool) -> Vec<Recipe> {
                         label_smoothing,
                         cutmix,
                         erasing,
-                        ..Recipe::standard(hflip_ok)
+                        ..base
                     });
                 }
             }
@@ -89,8 +88,8 @@ pub fn grid(hflip_ok: bool) -> Vec<Recipe> {
 
 /// The recipes of a population: the grid shuffled by `run_seed`, member `i` taking entry
 /// `i mod 81`, so that up to 81 members all differ and the CPU and GPU trainers agree.
-pub fn draw_recipes(run_seed: u64, population: usize, hflip_ok: bool) -> Vec<Recipe> {
-    let mut all = grid(hflip_ok);
+pub fn draw_recipes(run_seed: u64, population: usize, base: Recipe) -> Vec<Recipe> {
+    let mut all = grid(base);
     Rng::new(run_seed).fork(RECIPE_STREAM).shuffle(&mut all);
     (0..population).map(|i| all[i % all.len()]).collect()
 }

@@ -87,6 +87,10 @@ pub struct TrainConfig {
     pub nesterov: bool,
     /// Each member's augmentation and regularisation.
     pub augmentation: Augmentation,
+    /// Zero padding of the random crop under `grid` and `standard` (0 = no crop).
+    pub crop_padding: usize,
+    /// Random horizontal flips under `grid` and `standard` (only where the dataset allows).
+    pub hflip: bool,
     /// PAPA gradual: apply every this many optimizer steps.
     pub papa_every_steps: u32,
     /// PAPA gradual coefficient; absent = the paper's 0.99 per 10 steps rescaled to this run's
@@ -130,6 +134,8 @@ impl Default for TrainConfig {
             weight_decay: 1e-4,
             nesterov: false,
             augmentation: Augmentation::Grid,
+            crop_padding: 4,
+            hflip: true,
             papa_every_steps: 10,
             papa_alpha: None,
             papa_lr_scaling: true,

@@ -190,10 +190,10 @@ impl<'a> Run<'a> {
         let total = steps_per_epoch * cfg.epochs;
         let lr = LrSchedule::cosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr.min(cfg.lr))
             .map_err(other)?;
-        let hflip_ok = splits.train.hflip_ok;
+        let base = Recipe::standard(cfg.crop_padding, cfg.hflip && splits.train.hflip_ok);
         let recipes = match cfg.augmentation {
-            Augmentation::Grid => draw_recipes(cfg.seed, cfg.population, hflip_ok),
-            Augmentation::Standard => vec![Recipe::standard(hflip_ok); cfg.population],
+            Augmentation::Grid => draw_recipes(cfg.seed, cfg.population, base),
+            Augmentation::Standard => vec![base; cfg.population],
             Augmentation::None => vec![Recipe::plain(); cfg.population],
         };
         // Calibration for REPAIR and BatchNorm: fixed, unaugmented training samples.

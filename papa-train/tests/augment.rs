@@ -31,7 +31,7 @@ fn constant_batch(batch: usize, side: usize) -> (Vec<f32>, Vec<u8>) {
 
 #[test]
 fn grid_covers_81_combinations_once() {
-    let recipes = draw_recipes(7, 81, true);
+    let recipes = draw_recipes(7, 81, Recipe::standard(4, true));
     let got: HashSet<[u32; 4]> = recipes.iter().map(key).collect();
     let mut expected = HashSet::new();
     for m in MIXUP_GRID {
@@ -46,20 +46,25 @@ fn grid_covers_81_combinations_once() {
     assert_eq!(expected.len(), 81);
     assert_eq!(got, expected);
     assert!(recipes.iter().all(|r| r.hflip && r.crop_padding == 4));
-    assert!(draw_recipes(7, 3, false).iter().all(|r| !r.hflip));
+    assert!(draw_recipes(7, 3, Recipe::standard(4, false))
+        .iter()
+        .all(|r| !r.hflip));
 }
 
 #[test]
 fn members_wrap_around_and_seed_shuffles() {
-    let long = draw_recipes(3, 200, true);
+    let long = draw_recipes(3, 200, Recipe::standard(4, true));
     for (i, r) in long.iter().enumerate() {
         assert_eq!(r, &long[i % 81]);
     }
-    assert_eq!(draw_recipes(3, 10, true), long[..10]);
-    assert_ne!(draw_recipes(4, 81, true), draw_recipes(3, 81, true));
+    assert_eq!(draw_recipes(3, 10, Recipe::standard(4, true)), long[..10]);
     assert_ne!(
-        draw_recipes(3, 81, true),
-        grid(true),
+        draw_recipes(4, 81, Recipe::standard(4, true)),
+        draw_recipes(3, 81, Recipe::standard(4, true))
+    );
+    assert_ne!(
+        draw_recipes(3, 81, Recipe::standard(4, true)),
+        grid(Recipe::standard(4, true)),
         "the grid must be shuffled"
     );
 }
@@ -68,7 +73,7 @@ fn members_wrap_around_and_seed_shuffles() {
 fn targets_are_probability_rows_for_every_recipe() {
     let (batch, side, classes) = (16, 12, 10);
     let mut rng = Rng::new(1);
-    for recipe in grid(true) {
+    for recipe in grid(Recipe::standard(4, true)) {
         let mut images: Vec<f32> = (0..batch * side * side)
             .map(|_| rng.uniform_f32())
             .collect();
@@ -293,7 +298,7 @@ fn flip_mirrors_half_the_samples() {
 
 #[test]
 fn crop_skips_tabular_features() {
-    let recipe = Recipe::standard(false);
+    let recipe = Recipe::standard(4, false);
     let mut images: Vec<f32> = (0..4 * 20).map(|v| v as f32).collect();
     let before = images.clone();
     let s = BatchShape {
