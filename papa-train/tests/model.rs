@@ -311,7 +311,13 @@ fn init_follows_pytorch_defaults() {
 
 #[test]
 fn conv_forward_matches_direct_convolution() {
-    let (cin, h, w, cout, b) = (3, 5, 4, 4, 3);
+    // A small image in one im2col group, and 28 x 28 images that the engine splits into
+    // groups of 3 samples over two 16-sample chunks (the last group of each partial).
+    conv_forward_case(3, 5, 4, 4, 3);
+    conv_forward_case(3, 28, 28, 2, 20);
+}
+
+fn conv_forward_case(cin: usize, h: usize, w: usize, cout: usize, b: usize) {
     let spec = seq(
         vec![Layer::Conv3x3 { out: cout }, Layer::Flatten],
         cin,
@@ -355,13 +361,15 @@ fn conv_forward_matches_direct_convolution() {
             }
         }
     }
-    // Pre-activation accessor: the same values, channel-last.
+    // Pre-activation accessor: the same values, channel-last (sample 1, last channel,
+    // position 7).
     let pre = net.pre_activation(0).unwrap();
     assert_eq!((pre.positions, pre.channels), (h * w, cout));
+    let co = cout - 1;
     assert_eq!(
-        pre.member(0)[(h * w + 7) * cout + 2],
-        out[(cout + 2) * h * w + 7]
-    ); // sample 1, channel 2, position 7
+        pre.member(0)[(h * w + 7) * cout + co],
+        out[(cout + co) * h * w + 7]
+    );
 }
 
 #[test]
@@ -510,6 +518,23 @@ fn conv_backward_with_padding_matches_finite_differences() {
         40,
     );
     check_network(&spec, 2, 3, Mode::Train, 12);
+}
+
+#[test]
+fn conv_backward_over_several_im2col_groups_matches_finite_differences() {
+    // 28 x 28 images: im2col groups of 3 and 4 samples, two chunks, partial groups.
+    let spec = seq(
+        vec![
+            Layer::Conv3x3 { out: 2 },
+            Layer::Conv3x3 { out: 2 },
+            Layer::Flatten,
+        ],
+        3,
+        28,
+        28,
+        2 * 28 * 28,
+    );
+    check_network(&spec, 1, 20, Mode::Train, 15);
 }
 
 #[test]

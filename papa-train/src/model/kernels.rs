@@ -264,30 +264,18 @@ pub(crate) fn chunks(batch: usize) -> usize {
     batch.div_ceil(CHUNK)
 }
 
-/// `col[(s, y, x), (ci, ky, kx)] = input[s, y + ky - 1, x + kx - 1, ci]` (0 outside): the
-/// rows of a 3x3, padding-1 convolution for the samples of `input`.
+/// `col[(s, y, x), (ky, kx, ci)] = input[s, y + ky - 1, x + kx - 1, ci]` (0 outside): the
+/// rows of a 3x3, padding-1 convolution for the samples of `input`. Taps outermost, so that
+/// each tap is one contiguous copy of a channel vector; [`conv_weight_order`] puts the
+/// weights in the same order.
 pub(crate) fn im2col(input: &[f32], col: &mut [f32], cin: usize, h: usize, w: usize) {
-    let k = cin * 9;
-    for (s, img) in input.chunks_exact(h * w * cin).enumerate() {
-        for y in 0..h {
-            for x in 0..w {
-                let row = &mut col[((s * h + y) * w + x) * k..][..k];
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let tap = ky * 3 + kx;
-                        let (iy, ix) = ((y + ky).wrapping_sub(1), (x + kx).wrapping_sub(1));
-                        if iy < h && ix < w {
-                            let src = &img[(iy * w + ix) * cin..][..cin];
-                            for (ci, &v) in src.iter().enumerate() {
-                                row[ci * 9 + tap] = v;
-                            }
-                        } else {
-                            for ci in 0..cin {
-                                row[ci * 9 + tap] = 0.0;
-                            }
-                        }
-                    }
-                }
+    let rows = col.chunks_exact_mut(9 * cin);
+    for (row, (img, y, x)) in rows.zip(positions(input.len() / (h * w * cin), h, w)) {
+        let img = &input[img * h * w * cin..][..h * w * cin];
+        for (tap, dst) in row.chunks_exact_mut(cin).enumerate() {
+            match source(y, x, tap, h, w) {
+                Some(at) => dst.copy_from_slice(&img[at * cin..][..cin]),
+                None => dst.fill(0.0),
             }
         }
     }
@@ -295,22 +283,43 @@ pub(crate) fn im2col(input: &[f32], col: &mut [f32], cin: usize, h: usize, w: us
 
 /// The adjoint of [`im2col`]: sums the column gradients back onto the input positions.
 pub(crate) fn col2im(col: &[f32], dinput: &mut [f32], cin: usize, h: usize, w: usize) {
-    let k = cin * 9;
     dinput.fill(0.0);
-    for (s, img) in dinput.chunks_exact_mut(h * w * cin).enumerate() {
-        for y in 0..h {
-            for x in 0..w {
-                let row = &col[((s * h + y) * w + x) * k..][..k];
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let (iy, ix) = ((y + ky).wrapping_sub(1), (x + kx).wrapping_sub(1));
-                        if iy < h && ix < w {
-                            let dst = &mut img[(iy * w + ix) * cin..][..cin];
-                            for (ci, d) in dst.iter_mut().enumerate() {
-                                *d += row[ci * 9 + ky * 3 + kx];
-                            }
-                        }
-                    }
+    let samples = dinput.len() / (h * w * cin);
+    for (row, (img, y, x)) in col.chunks_exact(9 * cin).zip(positions(samples, h, w)) {
+        let img = &mut dinput[img * h * w * cin..][..h * w * cin];
+        for (tap, src) in row.chunks_exact(cin).enumerate() {
+            if let Some(at) = source(y, x, tap, h, w) {
+                let dst = &mut img[at * cin..][..cin];
+                dst.iter_mut().zip(src).for_each(|(d, &g)| *d += g);
+            }
+        }
+    }
+}
+
+/// Every output position `(sample, y, x)` of `samples` images, in row order.
+fn positions(samples: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..samples).flat_map(move |s| (0..h).flat_map(move |y| (0..w).map(move |x| (s, y, x))))
+}
+
+/// The input position (`iy * w + ix`) that tap `tap` (`ky * 3 + kx`) of output `(y, x)`
+/// reads, or `None` in the zero padding.
+#[inline(always)]
+fn source(y: usize, x: usize, tap: usize, h: usize, w: usize) -> Option<usize> {
+    let (iy, ix) = ((y + tap / 3).wrapping_sub(1), (x + tap % 3).wrapping_sub(1));
+    (iy < h && ix < w).then_some(iy * w + ix)
+}
+
+/// Reorders a conv weight `[cout][cin][3][3]` (PyTorch's order) into the engine's
+/// `[cout][3][3][cin]`, the column order of [`im2col`]; `inverse` goes back.
+pub(crate) fn conv_weight_order(src: &[f32], dst: &mut [f32], cin: usize, inverse: bool) {
+    for (s, d) in src.chunks_exact(9 * cin).zip(dst.chunks_exact_mut(9 * cin)) {
+        for ci in 0..cin {
+            for tap in 0..9 {
+                let (torch, engine) = (ci * 9 + tap, tap * cin + ci);
+                if inverse {
+                    d[torch] = s[engine];
+                } else {
+                    d[engine] = s[torch];
                 }
             }
         }

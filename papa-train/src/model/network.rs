@@ -5,6 +5,7 @@ use super::kernels::{self, chunks, matmul, par_samples, Mat, CHUNK, ROW_BLOCK};
 use super::spec::{ModelSpec, Op};
 use super::{Error, BN_EPS, BN_MOMENTUM};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// How BatchNorm behaves in a forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,9 +55,9 @@ struct Step {
     op: Op,
     input: usize,
     output: usize,
-    /// im2col rows of a conv (kept from forward for the weight gradient, then reused for the
-    /// column gradient).
-    col: Vec<f32>,
+    /// A conv's weights for every member in the engine's column order (see
+    /// [`kernels::conv_weight_order`]), refreshed by each forward.
+    weights: Vec<f32>,
     /// BatchNorm batch statistics `[mean; P*C], [biased var; P*C]` (f64, for the running update).
     stats: Vec<f64>,
     /// BatchNorm normalisation actually applied: `[mean; P*C], [1/std; P*C]`.
@@ -69,8 +70,9 @@ struct Step {
 /// Workspace and engine for a population of `population` members and batches of up to
 /// `batch` samples per member. Built once; a training step allocates nothing.
 ///
-/// Every activation and the im2col rows of every conv are kept from forward to backward
-/// (about 100 MB per member for the small CNN at batch 128). Work is split into fixed
+/// Every activation is kept from forward to backward (about 50 MB per member for the small
+/// CNN at batch 128); a conv's im2col rows are built a few samples at a time in a per-thread
+/// buffer that stays in cache, and rebuilt in the backward pass. Work is split into fixed
 /// (member, 16-sample chunk) and (member, 16-row block) tasks and every reduction adds its
 /// partial sums in a fixed order, so results are bit-identical on any number of threads and
 /// a member gets the same bits whether it runs alone or in a population.
@@ -122,12 +124,10 @@ impl Network {
             } else {
                 acts.push(vec![0.0; rows * op.out_len()]);
             }
-            let (col, stats, norm) = match op {
-                Op::Conv {
-                    cin, cout, h, w, ..
-                } => {
+            let (weights, stats, norm) = match op {
+                Op::Conv { cin, cout, .. } => {
                     max_conv = max_conv.max(cout * (cin * 9 + 1));
-                    (vec![0.0; rows * h * w * cin * 9], vec![], vec![])
+                    (vec![0.0; population * cout * cin * 9], vec![], vec![])
                 }
                 Op::BatchNorm { c, .. } => {
                     max_c = max_c.max(c);
@@ -143,7 +143,7 @@ impl Network {
                 op,
                 input,
                 output: acts.len() - 1,
-                col,
+                weights,
                 stats,
                 norm,
                 fused_relu: in_place,
@@ -401,24 +401,18 @@ fn forward_step(
             weight,
             bias,
         } => {
-            par_samples(&mut step.col, p, b, h * w * cin * 9, |m, s, col| {
-                kernels::im2col(sample_in(m, &s), col, cin, h, w)
-            });
-            dense_forward(
-                &step.col,
-                y,
-                params,
-                Dense {
-                    p,
-                    b,
-                    n,
-                    rows: h * w,
-                    fin: cin * 9,
-                    fout: cout,
-                    weight,
-                    bias,
-                },
-            );
+            let shape = Conv {
+                p,
+                b,
+                n,
+                cin,
+                cout,
+                h,
+                w,
+                weight,
+                bias,
+            };
+            conv_forward(x, y, params, &mut step.weights, shape);
         }
         Op::Linear {
             fin,
@@ -434,7 +428,6 @@ fn forward_step(
                     p,
                     b,
                     n,
-                    rows: 1,
                     fin,
                     fout,
                     weight,
@@ -586,31 +579,18 @@ fn backward_step(
             weight,
             bias,
         } => {
-            let d = Dense {
+            let shape = Conv {
                 p,
                 b,
                 n,
-                rows: h * w,
-                fin: cin * 9,
-                fout: cout,
+                cin,
+                cout,
+                h,
+                w,
                 weight,
                 bias,
             };
-            conv_weight_grads(&step.col, dout, grads, conv_partials, d);
-            if let Some(din) = din {
-                // The columns are no longer needed: they become the column gradient.
-                dense_input_grads(dout, &mut step.col, params, d);
-                let col = &step.col;
-                par_samples(din, p, b, in_len, |m, s, di| {
-                    kernels::col2im(
-                        &col[(m * b + s.start) * d.rows * d.fin..][..s.len() * d.rows * d.fin],
-                        di,
-                        cin,
-                        h,
-                        w,
-                    )
-                });
-            }
+            conv_backward(x, dout, din, &step.weights, grads, conv_partials, shape);
         }
         Op::Linear {
             fin,
@@ -622,7 +602,6 @@ fn backward_step(
                 p,
                 b,
                 n,
-                rows: 1,
                 fin,
                 fout,
                 weight,
@@ -713,43 +692,39 @@ fn backward_step(
     true
 }
 
-/// Sizes and tensor offsets of a conv (as a gemm over im2col rows) or linear layer.
+/// Sizes and tensor offsets of a linear layer.
 #[derive(Clone, Copy)]
 struct Dense {
     p: usize,
     b: usize,
     n: usize,
-    /// Gemm rows per sample (output positions).
-    rows: usize,
     fin: usize,
     fout: usize,
     weight: usize,
     bias: usize,
 }
 
-/// `y[rows, fout] = x[rows, fin] * W^T + bias`, per (member, chunk).
+/// `y[s, fout] = x[s, fin] * W^T + bias`, per (member, chunk).
 fn dense_forward(x: &[f32], y: &mut [f32], params: &[f32], d: Dense) {
     let Dense {
         b,
         n,
-        rows,
         fin,
         fout,
         weight,
         bias,
         ..
     } = d;
-    par_samples(y, d.p, b, rows * fout, |m, s, out| {
+    par_samples(y, d.p, b, fout, |m, s, out| {
         let member = &params[m * n..][..n];
-        let r = s.len() * rows;
         for row in out.chunks_exact_mut(fout) {
             row.copy_from_slice(&member[bias..bias + fout]);
         }
-        let xr = &x[(m * b + s.start) * rows * fin..][..r * fin];
+        let xr = &x[(m * b + s.start) * fin..][..s.len() * fin];
         matmul(
             out,
             fout,
-            Mat::rows(xr, r, fin),
+            Mat::rows(xr, s.len(), fin),
             Mat::transposed(&member[weight..weight + fout * fin], fin, fout, fin),
             true,
         );
@@ -758,20 +733,18 @@ fn dense_forward(x: &[f32], y: &mut [f32], params: &[f32], d: Dense) {
 
 /// Linear weight and bias gradients, `dW = dy^T x` and `db = sum of dy rows`: each member
 /// one gemm over its whole batch, split over fixed blocks of output rows (a linear weight
-/// can be large, so per-chunk partials as in [`conv_weight_grads`] would cost memory, and
-/// the batch is a short `k`).
+/// can be large, so per-chunk partials as for a conv would cost memory, and the batch is a
+/// short `k`).
 fn dense_weight_grads(x: &[f32], dy: &[f32], grads: &mut [f32], d: Dense) {
     let Dense {
         b,
         n,
-        rows,
         fin,
         fout,
         weight,
         bias,
         ..
     } = d;
-    let r = b * rows;
     grads
         .par_chunks_mut(n)
         .take(d.p)
@@ -780,8 +753,8 @@ fn dense_weight_grads(x: &[f32], dy: &[f32], grads: &mut [f32], d: Dense) {
             // The bias directly follows the weight in every layout this crate builds.
             let (gw, gb) = gm[weight..bias + fout].split_at_mut(fout * fin);
             let (dym, xm) = (
-                &dy[m * r * fout..][..r * fout],
-                &x[m * r * fin..][..r * fin],
+                &dy[m * b * fout..][..b * fout],
+                &x[m * b * fin..][..b * fin],
             );
             gw.par_chunks_mut(ROW_BLOCK * fin)
                 .zip(gb.par_chunks_mut(ROW_BLOCK))
@@ -791,11 +764,11 @@ fn dense_weight_grads(x: &[f32], dy: &[f32], grads: &mut [f32], d: Dense) {
                     let lhs = Mat {
                         data: &dym[o0..],
                         rows: gb.len(),
-                        cols: r,
+                        cols: b,
                         rs: 1,
                         cs: fout,
                     };
-                    matmul(gw, fin, lhs, Mat::rows(xm, r, fin), false);
+                    matmul(gw, fin, lhs, Mat::rows(xm, b, fin), false);
                     let mut acc = [0.0f64; ROW_BLOCK];
                     for row in dym.chunks_exact(fout) {
                         acc.iter_mut()
@@ -807,89 +780,174 @@ fn dense_weight_grads(x: &[f32], dy: &[f32], grads: &mut [f32], d: Dense) {
         });
 }
 
-/// Conv weight and bias gradients: one gemm per (member, chunk of samples) into
-/// `partials` (`k` = the chunk's output positions, a better gemm shape than splitting the
-/// small weight by rows), then the partials summed in chunk order.
-fn conv_weight_grads(col: &[f32], dy: &[f32], grads: &mut [f32], partials: &mut [f32], d: Dense) {
-    let Dense {
-        p,
-        b,
-        n,
-        rows,
-        fin,
-        fout,
-        weight,
-        bias,
-    } = d;
-    let (len, nchunks) = (fout * (fin + 1), chunks(b));
-    partials[..p * nchunks * len]
-        .par_chunks_mut(len)
-        .enumerate()
-        .for_each(|(t, part)| {
-            let s0 = (t % nchunks) * CHUNK;
-            let start = (t / nchunks) * b + s0;
-            let r = (CHUNK.min(b - s0)) * rows;
-            let dyr = &dy[start * rows * fout..][..r * fout];
-            let (pw, pb) = part.split_at_mut(fout * fin);
-            let lhs = Mat {
-                data: dyr,
-                rows: fout,
-                cols: r,
-                rs: 1,
-                cs: fout,
-            };
-            matmul(
-                pw,
-                fin,
-                lhs,
-                Mat::rows(&col[start * rows * fin..][..r * fin], r, fin),
-                false,
-            );
-            pb.fill(0.0);
-            for row in dyr.chunks_exact(fout) {
-                pb.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
-            }
-        });
-    let partials = &*partials;
-    grads
-        .par_chunks_mut(n)
-        .take(p)
-        .enumerate()
-        .for_each(|(m, gm)| {
-            // The bias directly follows the weight: one contiguous `fout * (fin + 1)` range.
-            debug_assert_eq!(bias, weight + fout * fin);
-            let g = &mut gm[weight..weight + len];
-            let mut parts = partials[m * nchunks * len..][..nchunks * len].chunks_exact(len);
-            g.copy_from_slice(parts.next().unwrap_or(&[]));
-            for part in parts {
-                g.iter_mut().zip(part).for_each(|(g, &v)| *g += v);
-            }
-        });
-}
-
-/// `dx[rows, fin] = dy[rows, fout] * W`, per (member, chunk).
+/// `dx[s, fin] = dy[s, fout] * W`, per (member, chunk).
 fn dense_input_grads(dy: &[f32], dx: &mut [f32], params: &[f32], d: Dense) {
     let Dense {
         b,
         n,
-        rows,
         fin,
         fout,
         weight,
         ..
     } = d;
-    par_samples(dx, d.p, b, rows * fin, |m, s, out| {
-        let r = s.len() * rows;
-        let dyr = &dy[(m * b + s.start) * rows * fout..][..r * fout];
+    par_samples(dx, d.p, b, fin, |m, s, out| {
+        let dyr = &dy[(m * b + s.start) * fout..][..s.len() * fout];
         let wt = &params[m * n + weight..][..fout * fin];
         matmul(
             out,
             fin,
-            Mat::rows(dyr, r, fout),
+            Mat::rows(dyr, s.len(), fout),
             Mat::rows(wt, fout, fin),
             false,
         );
     });
+}
+
+/// Sizes and tensor offsets of a 3x3, padding-1 conv over channel-last `h x w` images.
+#[derive(Clone, Copy)]
+struct Conv {
+    p: usize,
+    b: usize,
+    n: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    weight: usize,
+    bias: usize,
+}
+
+/// im2col values a conv builds at once: a group of samples whose rows (with their column
+/// gradient in the backward pass) stay in L2, fixed by the shape alone.
+const COL_BUDGET: usize = 1 << 16;
+
+impl Conv {
+    /// Gemm depth: one im2col row.
+    fn fin(&self) -> usize {
+        9 * self.cin
+    }
+
+    /// Samples per im2col group (at least 1, at most a chunk).
+    fn group(&self) -> usize {
+        (COL_BUDGET / (self.h * self.w * self.fin())).clamp(1, CHUNK)
+    }
+}
+
+thread_local! {
+    /// Per-thread im2col rows and their gradient, reused across calls.
+    static COLUMNS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `y = conv(x) + bias`, per (member, chunk), one im2col group at a time; refreshes
+/// `weights` (the engine-order copy the backward pass reuses).
+fn conv_forward(x: &[f32], y: &mut [f32], params: &[f32], weights: &mut [f32], c: Conv) {
+    let (fin, rows) = (c.fin(), c.h * c.w);
+    let wlen = c.cout * fin;
+    for (m, wm) in weights.chunks_exact_mut(wlen).enumerate().take(c.p) {
+        kernels::conv_weight_order(&params[m * c.n + c.weight..][..wlen], wm, c.cin, false);
+    }
+    let weights = &*weights;
+    let (in_len, out_len, group) = (rows * c.cin, rows * c.cout, c.group());
+    par_samples(y, c.p, c.b, out_len, |m, s, out| {
+        let bias = &params[m * c.n + c.bias..][..c.cout];
+        let wt = Mat::transposed(&weights[m * wlen..][..wlen], fin, c.cout, fin);
+        let xs = &x[(m * c.b + s.start) * in_len..][..s.len() * in_len];
+        COLUMNS.with_borrow_mut(|(col, _)| {
+            for (xg, yg) in xs
+                .chunks(group * in_len)
+                .zip(out.chunks_mut(group * out_len))
+            {
+                let r = yg.len() / c.cout;
+                col.resize(r * fin, 0.0);
+                kernels::im2col(xg, col, c.cin, c.h, c.w);
+                for row in yg.chunks_exact_mut(c.cout) {
+                    row.copy_from_slice(bias);
+                }
+                matmul(yg, c.cout, Mat::rows(col, r, fin), wt, true);
+            }
+        });
+    });
+}
+
+/// Conv weight and bias gradients, and the input gradient when `din` is given: per (member,
+/// chunk), one im2col group at a time (the rows are rebuilt from `x`), the weight gradient
+/// accumulated group by group into `partials`; then the partials summed in chunk order.
+fn conv_backward(
+    x: &[f32],
+    dy: &[f32],
+    din: Option<&mut [f32]>,
+    weights: &[f32],
+    grads: &mut [f32],
+    partials: &mut [f32],
+    c: Conv,
+) {
+    let (fin, rows, nchunks) = (c.fin(), c.h * c.w, chunks(c.b));
+    let (wlen, len) = (c.cout * fin, c.cout * (fin + 1));
+    let (in_len, out_len, group) = (rows * c.cin, rows * c.cout, c.group());
+    let task = |m: usize, k: usize, part: &mut [f32], mut di: Option<&mut [f32]>| {
+        let first = m * c.b + k * CHUNK;
+        let samples = CHUNK.min(c.b - k * CHUNK);
+        let xs = &x[first * in_len..][..samples * in_len];
+        let dys = &dy[first * out_len..][..samples * out_len];
+        let wm = Mat::rows(&weights[m * wlen..][..wlen], c.cout, fin);
+        let (pw, pb) = part.split_at_mut(wlen);
+        pb.fill(0.0);
+        for row in dys.chunks_exact(c.cout) {
+            pb.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+        }
+        COLUMNS.with_borrow_mut(|(col, dcol)| {
+            let groups = xs.chunks(group * in_len).zip(dys.chunks(group * out_len));
+            for (g, (xg, dyg)) in groups.enumerate() {
+                let r = dyg.len() / c.cout;
+                col.resize(r * fin, 0.0);
+                kernels::im2col(xg, col, c.cin, c.h, c.w);
+                let dyt = Mat {
+                    data: dyg,
+                    rows: c.cout,
+                    cols: r,
+                    rs: 1,
+                    cs: c.cout,
+                };
+                matmul(pw, fin, dyt, Mat::rows(col, r, fin), g > 0);
+                if let Some(di) = di.as_deref_mut() {
+                    dcol.resize(r * fin, 0.0);
+                    matmul(dcol, fin, Mat::rows(dyg, r, c.cout), wm, false);
+                    let dig = &mut di[g * group * in_len..][..xg.len()];
+                    kernels::col2im(dcol, dig, c.cin, c.h, c.w);
+                }
+            }
+        });
+    };
+    let partials = &mut partials[..c.p * nchunks * len];
+    match din {
+        Some(din) => din[..c.p * c.b * in_len]
+            .par_chunks_mut(c.b * in_len)
+            .zip(partials.par_chunks_mut(nchunks * len))
+            .enumerate()
+            .for_each(|(m, (dm, pm))| {
+                dm.par_chunks_mut(CHUNK * in_len)
+                    .zip(pm.par_chunks_mut(len))
+                    .enumerate()
+                    .for_each(|(k, (di, part))| task(m, k, part, Some(di)))
+            }),
+        None => partials
+            .par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(t, part)| task(t / nchunks, t % nchunks, part, None)),
+    }
+    grads
+        .par_chunks_mut(c.n)
+        .zip(partials.par_chunks_mut(nchunks * len))
+        .for_each(|(gm, pm)| {
+            let (sum, rest) = pm.split_at_mut(len);
+            for part in rest.chunks_exact(len) {
+                sum.iter_mut().zip(part).for_each(|(s, &v)| *s += v);
+            }
+            let (sw, sb) = sum.split_at(wlen);
+            let gw = &mut gm[c.weight..][..wlen];
+            kernels::conv_weight_order(sw, gw, c.cin, true);
+            gm[c.bias..][..c.cout].copy_from_slice(sb);
+        });
 }
 
 /// Fills `partials[(m, chunk), 0..width]` in parallel with `f(member, samples, acc)` (acc
