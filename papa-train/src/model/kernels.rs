@@ -1,6 +1,6 @@
 //! Per-chunk kernels and the one gemm entry point. Activations are channel-last
-//! (`sample x H x W x C`): a conv is then one gemm per chunk of samples, with rows
-//! `(sample, y, x)`, and per-channel reductions stream along rows.
+//! (`sample x H x W x C`): per-channel reductions stream along rows, and a conv is a gemm
+//! over rows `(sample, y, x)` (see `conv`).
 
 use rayon::prelude::*;
 use std::ops::Range;
@@ -259,71 +259,30 @@ pub(crate) fn par_samples<T: Send>(
         });
 }
 
+/// `f(y[i], x[i])` for every `i`, in blocks of 16: channel vectors are short (32, 64), and
+/// a plain loop's vector body wants more iterations than that (or calls `memcpy`).
+#[inline(always)]
+pub(crate) fn elementwise(y: &mut [f32], x: &[f32], f: impl Fn(&mut f32, f32)) {
+    let mut ys = y.chunks_exact_mut(16);
+    let mut xs = x.chunks_exact(16);
+    for (y, x) in (&mut ys).zip(&mut xs) {
+        // Copies in registers, so that the compiler sees no aliasing and vectorizes.
+        let (mut yv, mut xv) = ([0.0f32; 16], [0.0f32; 16]);
+        yv.copy_from_slice(y);
+        xv.copy_from_slice(x);
+        for i in 0..16 {
+            f(&mut yv[i], xv[i]);
+        }
+        y.copy_from_slice(&yv);
+    }
+    for (y, &x) in ys.into_remainder().iter_mut().zip(xs.remainder()) {
+        f(y, x);
+    }
+}
+
 /// Number of sample chunks in a batch.
 pub(crate) fn chunks(batch: usize) -> usize {
     batch.div_ceil(CHUNK)
-}
-
-/// `col[(s, y, x), (ky, kx, ci)] = input[s, y + ky - 1, x + kx - 1, ci]` (0 outside): the
-/// rows of a 3x3, padding-1 convolution for the samples of `input`. Taps outermost, so that
-/// each tap is one contiguous copy of a channel vector; [`conv_weight_order`] puts the
-/// weights in the same order.
-pub(crate) fn im2col(input: &[f32], col: &mut [f32], cin: usize, h: usize, w: usize) {
-    let rows = col.chunks_exact_mut(9 * cin);
-    for (row, (img, y, x)) in rows.zip(positions(input.len() / (h * w * cin), h, w)) {
-        let img = &input[img * h * w * cin..][..h * w * cin];
-        for (tap, dst) in row.chunks_exact_mut(cin).enumerate() {
-            match source(y, x, tap, h, w) {
-                Some(at) => dst.copy_from_slice(&img[at * cin..][..cin]),
-                None => dst.fill(0.0),
-            }
-        }
-    }
-}
-
-/// The adjoint of [`im2col`]: sums the column gradients back onto the input positions.
-pub(crate) fn col2im(col: &[f32], dinput: &mut [f32], cin: usize, h: usize, w: usize) {
-    dinput.fill(0.0);
-    let samples = dinput.len() / (h * w * cin);
-    for (row, (img, y, x)) in col.chunks_exact(9 * cin).zip(positions(samples, h, w)) {
-        let img = &mut dinput[img * h * w * cin..][..h * w * cin];
-        for (tap, src) in row.chunks_exact(cin).enumerate() {
-            if let Some(at) = source(y, x, tap, h, w) {
-                let dst = &mut img[at * cin..][..cin];
-                dst.iter_mut().zip(src).for_each(|(d, &g)| *d += g);
-            }
-        }
-    }
-}
-
-/// Every output position `(sample, y, x)` of `samples` images, in row order.
-fn positions(samples: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-    (0..samples).flat_map(move |s| (0..h).flat_map(move |y| (0..w).map(move |x| (s, y, x))))
-}
-
-/// The input position (`iy * w + ix`) that tap `tap` (`ky * 3 + kx`) of output `(y, x)`
-/// reads, or `None` in the zero padding.
-#[inline(always)]
-fn source(y: usize, x: usize, tap: usize, h: usize, w: usize) -> Option<usize> {
-    let (iy, ix) = ((y + tap / 3).wrapping_sub(1), (x + tap % 3).wrapping_sub(1));
-    (iy < h && ix < w).then_some(iy * w + ix)
-}
-
-/// Reorders a conv weight `[cout][cin][3][3]` (PyTorch's order) into the engine's
-/// `[cout][3][3][cin]`, the column order of [`im2col`]; `inverse` goes back.
-pub(crate) fn conv_weight_order(src: &[f32], dst: &mut [f32], cin: usize, inverse: bool) {
-    for (s, d) in src.chunks_exact(9 * cin).zip(dst.chunks_exact_mut(9 * cin)) {
-        for ci in 0..cin {
-            for tap in 0..9 {
-                let (torch, engine) = (ci * 9 + tap, tap * cin + ci);
-                if inverse {
-                    d[torch] = s[engine];
-                } else {
-                    d[engine] = s[torch];
-                }
-            }
-        }
-    }
 }
 
 /// Calls `f(window, out_index)` for each 2x2 window of a channel-last image: `window` holds

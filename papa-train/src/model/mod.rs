@@ -23,6 +23,7 @@
 //! assert_eq!(grads.len(), p * spec.len());
 //! ```
 
+mod conv;
 mod kernels;
 mod loss;
 mod network;

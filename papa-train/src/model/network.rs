@@ -1,11 +1,11 @@
 //! The population engine: every layer runs all P members at once, in parallel over
 //! (member, chunk of samples) tasks whose decomposition never depends on the thread count.
 
-use super::kernels::{self, chunks, matmul, par_samples, Mat, CHUNK, ROW_BLOCK};
+use super::conv::{self, Conv};
+use super::kernels::{self, chunks, elementwise, matmul, par_samples, Mat, CHUNK, ROW_BLOCK};
 use super::spec::{ModelSpec, Op};
 use super::{Error, BN_EPS, BN_MOMENTUM};
 use rayon::prelude::*;
-use std::cell::RefCell;
 
 /// How BatchNorm behaves in a forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,8 +55,7 @@ struct Step {
     op: Op,
     input: usize,
     output: usize,
-    /// A conv's weights for every member in the engine's column order (see
-    /// [`kernels::conv_weight_order`]), refreshed by each forward.
+    /// A conv's weights for every member in the engine's order, refreshed by each forward.
     weights: Vec<f32>,
     /// BatchNorm batch statistics `[mean; P*C], [biased var; P*C]` (f64, for the running update).
     stats: Vec<f64>,
@@ -127,7 +126,11 @@ impl Network {
             let (weights, stats, norm) = match op {
                 Op::Conv { cin, cout, .. } => {
                     max_conv = max_conv.max(cout * (cin * 9 + 1));
-                    (vec![0.0; population * cout * cin * 9], vec![], vec![])
+                    (
+                        vec![0.0; Conv::weights_len(population, cin, cout)],
+                        vec![],
+                        vec![],
+                    )
                 }
                 Op::BatchNorm { c, .. } => {
                     max_c = max_c.max(c);
@@ -412,7 +415,7 @@ fn forward_step(
                 weight,
                 bias,
             };
-            conv_forward(x, y, params, &mut step.weights, shape);
+            conv::forward(x, y, params, &mut step.weights, shape);
         }
         Op::Linear {
             fin,
@@ -590,7 +593,7 @@ fn backward_step(
                 weight,
                 bias,
             };
-            conv_backward(x, dout, din, &step.weights, grads, conv_partials, shape);
+            conv::backward(x, dout, din, (&step.weights, conv_partials), grads, shape);
         }
         Op::Linear {
             fin,
@@ -718,7 +721,7 @@ fn dense_forward(x: &[f32], y: &mut [f32], params: &[f32], d: Dense) {
     par_samples(y, d.p, b, fout, |m, s, out| {
         let member = &params[m * n..][..n];
         for row in out.chunks_exact_mut(fout) {
-            row.copy_from_slice(&member[bias..bias + fout]);
+            elementwise(row, &member[bias..bias + fout], |o, b| *o = b);
         }
         let xr = &x[(m * b + s.start) * fin..][..s.len() * fin];
         matmul(
@@ -801,153 +804,6 @@ fn dense_input_grads(dy: &[f32], dx: &mut [f32], params: &[f32], d: Dense) {
             false,
         );
     });
-}
-
-/// Sizes and tensor offsets of a 3x3, padding-1 conv over channel-last `h x w` images.
-#[derive(Clone, Copy)]
-struct Conv {
-    p: usize,
-    b: usize,
-    n: usize,
-    cin: usize,
-    cout: usize,
-    h: usize,
-    w: usize,
-    weight: usize,
-    bias: usize,
-}
-
-/// im2col values a conv builds at once: a group of samples whose rows (with their column
-/// gradient in the backward pass) stay in L2, fixed by the shape alone.
-const COL_BUDGET: usize = 1 << 16;
-
-impl Conv {
-    /// Gemm depth: one im2col row.
-    fn fin(&self) -> usize {
-        9 * self.cin
-    }
-
-    /// Samples per im2col group (at least 1, at most a chunk).
-    fn group(&self) -> usize {
-        (COL_BUDGET / (self.h * self.w * self.fin())).clamp(1, CHUNK)
-    }
-}
-
-thread_local! {
-    /// Per-thread im2col rows and their gradient, reused across calls.
-    static COLUMNS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-
-/// `y = conv(x) + bias`, per (member, chunk), one im2col group at a time; refreshes
-/// `weights` (the engine-order copy the backward pass reuses).
-fn conv_forward(x: &[f32], y: &mut [f32], params: &[f32], weights: &mut [f32], c: Conv) {
-    let (fin, rows) = (c.fin(), c.h * c.w);
-    let wlen = c.cout * fin;
-    for (m, wm) in weights.chunks_exact_mut(wlen).enumerate().take(c.p) {
-        kernels::conv_weight_order(&params[m * c.n + c.weight..][..wlen], wm, c.cin, false);
-    }
-    let weights = &*weights;
-    let (in_len, out_len, group) = (rows * c.cin, rows * c.cout, c.group());
-    par_samples(y, c.p, c.b, out_len, |m, s, out| {
-        let bias = &params[m * c.n + c.bias..][..c.cout];
-        let wt = Mat::transposed(&weights[m * wlen..][..wlen], fin, c.cout, fin);
-        let xs = &x[(m * c.b + s.start) * in_len..][..s.len() * in_len];
-        COLUMNS.with_borrow_mut(|(col, _)| {
-            for (xg, yg) in xs
-                .chunks(group * in_len)
-                .zip(out.chunks_mut(group * out_len))
-            {
-                let r = yg.len() / c.cout;
-                col.resize(r * fin, 0.0);
-                kernels::im2col(xg, col, c.cin, c.h, c.w);
-                for row in yg.chunks_exact_mut(c.cout) {
-                    row.copy_from_slice(bias);
-                }
-                matmul(yg, c.cout, Mat::rows(col, r, fin), wt, true);
-            }
-        });
-    });
-}
-
-/// Conv weight and bias gradients, and the input gradient when `din` is given: per (member,
-/// chunk), one im2col group at a time (the rows are rebuilt from `x`), the weight gradient
-/// accumulated group by group into `partials`; then the partials summed in chunk order.
-fn conv_backward(
-    x: &[f32],
-    dy: &[f32],
-    din: Option<&mut [f32]>,
-    weights: &[f32],
-    grads: &mut [f32],
-    partials: &mut [f32],
-    c: Conv,
-) {
-    let (fin, rows, nchunks) = (c.fin(), c.h * c.w, chunks(c.b));
-    let (wlen, len) = (c.cout * fin, c.cout * (fin + 1));
-    let (in_len, out_len, group) = (rows * c.cin, rows * c.cout, c.group());
-    let task = |m: usize, k: usize, part: &mut [f32], mut di: Option<&mut [f32]>| {
-        let first = m * c.b + k * CHUNK;
-        let samples = CHUNK.min(c.b - k * CHUNK);
-        let xs = &x[first * in_len..][..samples * in_len];
-        let dys = &dy[first * out_len..][..samples * out_len];
-        let wm = Mat::rows(&weights[m * wlen..][..wlen], c.cout, fin);
-        let (pw, pb) = part.split_at_mut(wlen);
-        pb.fill(0.0);
-        for row in dys.chunks_exact(c.cout) {
-            pb.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
-        }
-        COLUMNS.with_borrow_mut(|(col, dcol)| {
-            let groups = xs.chunks(group * in_len).zip(dys.chunks(group * out_len));
-            for (g, (xg, dyg)) in groups.enumerate() {
-                let r = dyg.len() / c.cout;
-                col.resize(r * fin, 0.0);
-                kernels::im2col(xg, col, c.cin, c.h, c.w);
-                let dyt = Mat {
-                    data: dyg,
-                    rows: c.cout,
-                    cols: r,
-                    rs: 1,
-                    cs: c.cout,
-                };
-                matmul(pw, fin, dyt, Mat::rows(col, r, fin), g > 0);
-                if let Some(di) = di.as_deref_mut() {
-                    dcol.resize(r * fin, 0.0);
-                    matmul(dcol, fin, Mat::rows(dyg, r, c.cout), wm, false);
-                    let dig = &mut di[g * group * in_len..][..xg.len()];
-                    kernels::col2im(dcol, dig, c.cin, c.h, c.w);
-                }
-            }
-        });
-    };
-    let partials = &mut partials[..c.p * nchunks * len];
-    match din {
-        Some(din) => din[..c.p * c.b * in_len]
-            .par_chunks_mut(c.b * in_len)
-            .zip(partials.par_chunks_mut(nchunks * len))
-            .enumerate()
-            .for_each(|(m, (dm, pm))| {
-                dm.par_chunks_mut(CHUNK * in_len)
-                    .zip(pm.par_chunks_mut(len))
-                    .enumerate()
-                    .for_each(|(k, (di, part))| task(m, k, part, Some(di)))
-            }),
-        None => partials
-            .par_chunks_mut(len)
-            .enumerate()
-            .for_each(|(t, part)| task(t / nchunks, t % nchunks, part, None)),
-    }
-    grads
-        .par_chunks_mut(c.n)
-        .zip(partials.par_chunks_mut(nchunks * len))
-        .for_each(|(gm, pm)| {
-            let (sum, rest) = pm.split_at_mut(len);
-            for part in rest.chunks_exact(len) {
-                sum.iter_mut().zip(part).for_each(|(s, &v)| *s += v);
-            }
-            let (sw, sb) = sum.split_at(wlen);
-            let gw = &mut gm[c.weight..][..wlen];
-            kernels::conv_weight_order(sw, gw, c.cin, true);
-            gm[c.bias..][..c.cout].copy_from_slice(sb);
-        });
 }
 
 /// Fills `partials[(m, chunk), 0..width]` in parallel with `f(member, samples, acc)` (acc

@@ -1,0 +1,348 @@
+//! 3x3, padding-1 convolutions of channel-last images, population-batched.
+//!
+//! Wide inputs go through im2col and the gemm, a few samples at a time in a per-thread
+//! buffer that stays in cache (the rows are rebuilt in the backward pass rather than kept:
+//! for the small CNN they would be 9x the conv's input). Narrow inputs (an image's first
+//! layer: 1 to 3 channels) use a direct loop, since a gemm of depth 9 to 27 spends its time
+//! loading and storing its output tile.
+//!
+//! Weights are used in the engine's order, taps outermost (`[tap][cin]` along the depth):
+//! each tap of an im2col row is then one contiguous copy of a channel vector.
+
+use super::kernels::{chunks, elementwise, matmul, par_samples, Mat, CHUNK};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Sizes and tensor offsets of a conv in a population of `p` members, `b` samples each,
+/// `n` parameters per member.
+#[derive(Clone, Copy)]
+pub(crate) struct Conv {
+    pub p: usize,
+    pub b: usize,
+    pub n: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub h: usize,
+    pub w: usize,
+    pub weight: usize,
+    pub bias: usize,
+}
+
+/// im2col values built at once: a group of samples whose rows (and their gradient in the
+/// backward pass) stay in L2. Fixed by the shape alone, like every summation order.
+const COL_BUDGET: usize = 1 << 16;
+
+thread_local! {
+    /// Per-thread im2col rows and their gradient, reused across calls.
+    static COLUMNS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+impl Conv {
+    /// Floats of the engine-order weights of every member (see [`forward`]).
+    pub fn weights_len(p: usize, cin: usize, cout: usize) -> usize {
+        p * 2 * cout * 9 * cin
+    }
+
+    /// Gemm depth: one im2col row.
+    fn fin(&self) -> usize {
+        9 * self.cin
+    }
+
+    /// One member's weight tensor.
+    fn wlen(&self) -> usize {
+        self.cout * self.fin()
+    }
+
+    /// Samples per im2col group (at least 1, at most a chunk).
+    fn group(&self) -> usize {
+        (COL_BUDGET / (self.h * self.w * self.fin())).clamp(1, CHUNK)
+    }
+
+    /// Member `m`'s weights as `[cout][tap][cin]` and as `[tap][cin][cout]`.
+    fn member_weights<'a>(&self, weights: &'a [f32], m: usize) -> (&'a [f32], &'a [f32]) {
+        weights[m * 2 * self.wlen()..][..2 * self.wlen()].split_at(self.wlen())
+    }
+}
+
+/// `y = conv(x) + bias` for every member; first refreshes `weights`
+/// ([`Conv::weights_len`] floats), the engine-order copy that [`backward`] reuses.
+pub(crate) fn forward(x: &[f32], y: &mut [f32], params: &[f32], weights: &mut [f32], c: Conv) {
+    let (fin, wlen) = (c.fin(), c.wlen());
+    for (m, wm) in weights.chunks_exact_mut(2 * wlen).enumerate().take(c.p) {
+        let (w, wt) = wm.split_at_mut(wlen);
+        let torch = &params[m * c.n + c.weight..][..wlen];
+        for co in 0..c.cout {
+            for ci in 0..c.cin {
+                for tap in 0..9 {
+                    let v = torch[(co * c.cin + ci) * 9 + tap];
+                    w[co * fin + tap * c.cin + ci] = v;
+                    wt[(tap * c.cin + ci) * c.cout + co] = v;
+                }
+            }
+        }
+    }
+    let weights = &*weights;
+    let (in_len, out_len) = (c.h * c.w * c.cin, c.h * c.w * c.cout);
+    par_samples(y, c.p, c.b, out_len, |m, s, out| {
+        let bias = &params[m * c.n + c.bias..][..c.cout];
+        let wt = c.member_weights(weights, m).1;
+        let xs = &x[(m * c.b + s.start) * in_len..][..s.len() * in_len];
+        match c.cin {
+            1 => return direct_forward::<9>(xs, out, wt, bias, c),
+            2 => return direct_forward::<18>(xs, out, wt, bias, c),
+            3 => return direct_forward::<27>(xs, out, wt, bias, c),
+            _ => {}
+        }
+        for row in out.chunks_exact_mut(c.cout) {
+            elementwise(row, bias, |o, b| *o = b);
+        }
+        let wt = Mat::rows(wt, fin, c.cout);
+        COLUMNS.with_borrow_mut(|(col, _)| {
+            let groups = xs.chunks(c.group() * in_len);
+            for (xg, yg) in groups.zip(out.chunks_mut(c.group() * out_len)) {
+                let r = yg.len() / c.cout;
+                col.resize(r * fin, 0.0);
+                im2col(xg, col, c);
+                matmul(yg, c.cout, Mat::rows(col, r, fin), wt, true);
+            }
+        });
+    });
+}
+
+/// Weight and bias gradients into `grads` (PyTorch's order), and the input gradient when
+/// `din` is given, from the output gradient `dy` and the forward's input `x` and `weights`.
+/// Each (member, chunk) task accumulates its partial sums in `partials` (`P x chunks x
+/// cout * (9 cin + 1)`), added in chunk order afterwards.
+pub(crate) fn backward(
+    x: &[f32],
+    dy: &[f32],
+    din: Option<&mut [f32]>,
+    (weights, partials): (&[f32], &mut [f32]),
+    grads: &mut [f32],
+    c: Conv,
+) {
+    let (wlen, nchunks) = (c.wlen(), chunks(c.b));
+    let len = wlen + c.cout;
+    let (in_len, out_len) = (c.h * c.w * c.cin, c.h * c.w * c.cout);
+    let task = |m: usize, k: usize, part: &mut [f32], di: Option<&mut [f32]>| {
+        let first = m * c.b + k * CHUNK;
+        let samples = CHUNK.min(c.b - k * CHUNK);
+        let xs = &x[first * in_len..][..samples * in_len];
+        let dys = &dy[first * out_len..][..samples * out_len];
+        let (w, wt) = c.member_weights(weights, m);
+        let (pw, pb) = part.split_at_mut(wlen);
+        pb.fill(0.0);
+        for row in dys.chunks_exact(c.cout) {
+            pb.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+        }
+        match c.cin {
+            1 => direct_backward::<9>(xs, dys, di, wt, pw, c),
+            2 => direct_backward::<18>(xs, dys, di, wt, pw, c),
+            3 => direct_backward::<27>(xs, dys, di, wt, pw, c),
+            _ => gemm_backward(xs, dys, di, w, pw, c),
+        }
+    };
+    let partials = &mut partials[..c.p * nchunks * len];
+    match din {
+        Some(din) => din[..c.p * c.b * in_len]
+            .par_chunks_mut(c.b * in_len)
+            .zip(partials.par_chunks_mut(nchunks * len))
+            .enumerate()
+            .for_each(|(m, (dm, pm))| {
+                dm.par_chunks_mut(CHUNK * in_len)
+                    .zip(pm.par_chunks_mut(len))
+                    .enumerate()
+                    .for_each(|(k, (di, part))| task(m, k, part, Some(di)))
+            }),
+        None => partials
+            .par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(t, part)| task(t / nchunks, t % nchunks, part, None)),
+    }
+    grads
+        .par_chunks_mut(c.n)
+        .zip(partials.par_chunks_mut(nchunks * len))
+        .for_each(|(gm, pm)| {
+            let (sum, rest) = pm.split_at_mut(len);
+            for part in rest.chunks_exact(len) {
+                sum.iter_mut().zip(part).for_each(|(s, &v)| *s += v);
+            }
+            let (sw, sb) = sum.split_at(wlen);
+            let torch = &mut gm[c.weight..][..wlen];
+            for co in 0..c.cout {
+                for ci in 0..c.cin {
+                    for tap in 0..9 {
+                        torch[(co * c.cin + ci) * 9 + tap] = sw[(tap * c.cin + ci) * c.cout + co];
+                    }
+                }
+            }
+            gm[c.bias..][..c.cout].copy_from_slice(sb);
+        });
+}
+
+/// The gemm path of [`backward`] for one chunk: `pw[tap, cin][cout] = col^T dy` and, with
+/// `din`, `din = col2im(dy w)`, one im2col group at a time.
+fn gemm_backward(
+    xs: &[f32],
+    dys: &[f32],
+    mut din: Option<&mut [f32]>,
+    w: &[f32],
+    pw: &mut [f32],
+    c: Conv,
+) {
+    let (fin, group) = (c.fin(), c.group());
+    let (in_len, out_len) = (c.h * c.w * c.cin, c.h * c.w * c.cout);
+    COLUMNS.with_borrow_mut(|(col, dcol)| {
+        let groups = xs.chunks(group * in_len).zip(dys.chunks(group * out_len));
+        for (g, (xg, dyg)) in groups.enumerate() {
+            let r = dyg.len() / c.cout;
+            col.resize(r * fin, 0.0);
+            im2col(xg, col, c);
+            let colt = Mat {
+                data: col,
+                rows: fin,
+                cols: r,
+                rs: 1,
+                cs: fin,
+            };
+            matmul(pw, c.cout, colt, Mat::rows(dyg, r, c.cout), g > 0);
+            if let Some(din) = din.as_deref_mut() {
+                dcol.resize(r * fin, 0.0);
+                let w = Mat::rows(w, c.cout, fin);
+                matmul(dcol, fin, Mat::rows(dyg, r, c.cout), w, false);
+                col2im(dcol, &mut din[g * group * in_len..][..xg.len()], c);
+            }
+        }
+    });
+}
+
+/// `out = conv(xs) + bias` computed directly: per output position, its `K = 9 cin`
+/// inputs gathered once, then 16 output channels at a time in an accumulator that stays in
+/// registers. `K` is a constant so that the inputs stay in registers too.
+fn direct_forward<const K: usize>(xs: &[f32], out: &mut [f32], wt: &[f32], bias: &[f32], c: Conv) {
+    let (in_len, cout) = (c.h * c.w * c.cin, c.cout);
+    let mut inputs = [0.0f32; K];
+    each_position(xs.len() / in_len, c, |px, s, y, x| {
+        gather_taps(&xs[s * in_len..][..in_len], &mut inputs, y, x, c);
+        let o = &mut out[px * cout..][..cout];
+        let mut blocks = o.chunks_exact_mut(16);
+        for (b, block) in (&mut blocks).enumerate() {
+            let mut acc = [0.0f32; 16];
+            acc.copy_from_slice(&bias[16 * b..][..16]);
+            for (k, &v) in inputs.iter().enumerate() {
+                let mut w = [0.0f32; 16];
+                w.copy_from_slice(&wt[k * cout + 16 * b..][..16]);
+                for i in 0..16 {
+                    acc[i] += v * w[i];
+                }
+            }
+            block.copy_from_slice(&acc);
+        }
+        let rest = blocks.into_remainder();
+        let first = cout - rest.len();
+        for (j, o) in rest.iter_mut().enumerate() {
+            *o = bias[first + j];
+            for (k, &v) in inputs.iter().enumerate() {
+                *o += v * wt[k * cout + first + j];
+            }
+        }
+    });
+}
+
+/// `inputs[(tap, ci)]`: the values the taps of output `(y, x)` read in `img` (0 in the
+/// padding), one im2col row.
+#[inline(always)]
+fn gather_taps(img: &[f32], inputs: &mut [f32], y: usize, x: usize, c: Conv) {
+    let cin = inputs.len() / 9;
+    for tap in 0..9 {
+        let dst = &mut inputs[tap * cin..][..cin];
+        match source(y, x, tap, c) {
+            Some(at) => elementwise(dst, &img[at * cin..][..cin], |d, v| *d = v),
+            None => dst.fill(0.0),
+        }
+    }
+}
+
+/// The direct path of [`backward`] for one chunk: `pw[tap, cin][cout]` and, with `din`, the
+/// input gradient.
+fn direct_backward<const K: usize>(
+    xs: &[f32],
+    dys: &[f32],
+    mut din: Option<&mut [f32]>,
+    wt: &[f32],
+    pw: &mut [f32],
+    c: Conv,
+) {
+    let (in_len, cout) = (c.h * c.w * c.cin, c.cout);
+    pw.fill(0.0);
+    if let Some(din) = din.as_deref_mut() {
+        din.fill(0.0);
+    }
+    let mut inputs = [0.0f32; K];
+    each_position(xs.len() / in_len, c, |px, s, y, x| {
+        let g = &dys[px * cout..][..cout];
+        gather_taps(&xs[s * in_len..][..in_len], &mut inputs, y, x, c);
+        for (k, &v) in inputs.iter().enumerate() {
+            elementwise(&mut pw[k * cout..][..cout], g, |p, g| *p += v * g);
+        }
+        if let Some(din) = din.as_deref_mut() {
+            let img = &mut din[s * in_len..][..in_len];
+            for tap in 0..9 {
+                let Some(at) = source(y, x, tap, c) else {
+                    continue;
+                };
+                for ci in 0..c.cin {
+                    let w = &wt[(tap * c.cin + ci) * cout..][..cout];
+                    img[at * c.cin + ci] += g.iter().zip(w).map(|(&g, &w)| g * w).sum::<f32>();
+                }
+            }
+        }
+    });
+}
+
+/// `col[(s, y, x), (tap, ci)] = input[s, y + ky - 1, x + kx - 1, ci]` (0 outside), with
+/// `tap = ky * 3 + kx`: the rows of the conv for the samples of `input`.
+fn im2col(input: &[f32], col: &mut [f32], c: Conv) {
+    let (in_len, fin) = (c.h * c.w * c.cin, c.fin());
+    each_position(input.len() / in_len, c, |row, s, y, x| {
+        let img = &input[s * in_len..][..in_len];
+        gather_taps(img, &mut col[row * fin..][..fin], y, x, c);
+    });
+}
+
+/// The adjoint of [`im2col`]: sums the column gradients back onto the input positions.
+fn col2im(col: &[f32], dinput: &mut [f32], c: Conv) {
+    let (cin, in_len, fin) = (c.cin, c.h * c.w * c.cin, c.fin());
+    dinput.fill(0.0);
+    each_position(dinput.len() / in_len, c, |row, s, y, x| {
+        let img = &mut dinput[s * in_len..][..in_len];
+        for tap in 0..9 {
+            if let Some(at) = source(y, x, tap, c) {
+                let src = &col[row * fin + tap * cin..][..cin];
+                elementwise(&mut img[at * cin..][..cin], src, |d, g| *d += g);
+            }
+        }
+    });
+}
+
+/// Calls `f(position, sample, y, x)` for every output position of `samples` images, in
+/// row order (`position` counts from 0). Plain loops: an iterator chain here costs more
+/// than the work of the smallest convs.
+#[inline(always)]
+fn each_position(samples: usize, c: Conv, mut f: impl FnMut(usize, usize, usize, usize)) {
+    for s in 0..samples {
+        for y in 0..c.h {
+            for x in 0..c.w {
+                f((s * c.h + y) * c.w + x, s, y, x);
+            }
+        }
+    }
+}
+
+/// The input position (`iy * w + ix`) that tap `tap` (`ky * 3 + kx`) of output `(y, x)`
+/// reads, or `None` in the zero padding.
+#[inline(always)]
+fn source(y: usize, x: usize, tap: usize, c: Conv) -> Option<usize> {
+    let (iy, ix) = ((y + tap / 3).wrapping_sub(1), (x + tap % 3).wrapping_sub(1));
+    (iy < c.h && ix < c.w).then_some(iy * c.w + ix)
+}
