@@ -8,8 +8,9 @@ use std::ops::Range;
 /// Samples per parallel task. Fixed so that every reduction over the batch is summed in the
 /// same order whatever the number of threads.
 pub(crate) const CHUNK: usize = 16;
-/// Output rows per task of a weight-gradient gemm (also fixed, for the same reason).
-pub(crate) const ROW_BLOCK: usize = 16;
+/// Rows per task of a linear layer's gemms: each output row is computed on its own, so the
+/// split changes no bits; big blocks pack the (large) weight fewer times.
+pub(crate) const ROW_BLOCK: usize = 64;
 
 /// A read-only strided matrix: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -244,16 +245,27 @@ pub(crate) fn par_samples<T: Send>(
     per_sample: usize,
     f: impl Fn(usize, Range<usize>, &mut [T]) + Sync,
 ) {
+    par_sample_blocks(out, (population, batch, per_sample), CHUNK, f)
+}
+
+/// [`par_samples`] with blocks of `samples` samples: for work whose results do not depend
+/// on the split (each output row computed on its own), where bigger blocks cost less.
+pub(crate) fn par_sample_blocks<T: Send>(
+    out: &mut [T],
+    (population, batch, per_sample): (usize, usize, usize),
+    samples: usize,
+    f: impl Fn(usize, Range<usize>, &mut [T]) + Sync,
+) {
     let member = batch * per_sample;
     out[..population * member]
         .par_chunks_mut(member)
         .enumerate()
         .for_each(|(m, block)| {
             block
-                .par_chunks_mut(CHUNK * per_sample)
+                .par_chunks_mut(samples * per_sample)
                 .enumerate()
                 .for_each(|(c, chunk)| {
-                    let start = c * CHUNK;
+                    let start = c * samples;
                     f(m, start..start + chunk.len() / per_sample, chunk)
                 })
         });

@@ -2,7 +2,9 @@
 //! (member, chunk of samples) tasks whose decomposition never depends on the thread count.
 
 use super::conv::{self, Conv};
-use super::kernels::{self, chunks, elementwise, matmul, par_samples, Mat, CHUNK, ROW_BLOCK};
+use super::kernels::{
+    self, chunks, elementwise, matmul, par_sample_blocks, par_samples, Mat, CHUNK, ROW_BLOCK,
+};
 use super::spec::{ModelSpec, Op};
 use super::{Error, BN_EPS, BN_MOMENTUM};
 use rayon::prelude::*;
@@ -707,7 +709,7 @@ struct Dense {
     bias: usize,
 }
 
-/// `y[s, fout] = x[s, fin] * W^T + bias`, per (member, chunk).
+/// `y[s, fout] = x[s, fin] * W^T + bias`, per (member, block of samples).
 fn dense_forward(x: &[f32], y: &mut [f32], params: &[f32], d: Dense) {
     let Dense {
         b,
@@ -718,7 +720,7 @@ fn dense_forward(x: &[f32], y: &mut [f32], params: &[f32], d: Dense) {
         bias,
         ..
     } = d;
-    par_samples(y, d.p, b, fout, |m, s, out| {
+    par_sample_blocks(y, (d.p, b, fout), ROW_BLOCK, |m, s, out| {
         let member = &params[m * n..][..n];
         for row in out.chunks_exact_mut(fout) {
             elementwise(row, &member[bias..bias + fout], |o, b| *o = b);
@@ -783,7 +785,7 @@ fn dense_weight_grads(x: &[f32], dy: &[f32], grads: &mut [f32], d: Dense) {
         });
 }
 
-/// `dx[s, fin] = dy[s, fout] * W`, per (member, chunk).
+/// `dx[s, fin] = dy[s, fout] * W`, per (member, block of samples).
 fn dense_input_grads(dy: &[f32], dx: &mut [f32], params: &[f32], d: Dense) {
     let Dense {
         b,
@@ -793,7 +795,7 @@ fn dense_input_grads(dy: &[f32], dx: &mut [f32], params: &[f32], d: Dense) {
         weight,
         ..
     } = d;
-    par_samples(dx, d.p, b, fin, |m, s, out| {
+    par_sample_blocks(dx, (d.p, b, fin), ROW_BLOCK, |m, s, out| {
         let dyr = &dy[(m * b + s.start) * fout..][..s.len() * fout];
         let wt = &params[m * n + weight..][..fout * fin];
         matmul(
