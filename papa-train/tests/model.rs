@@ -591,6 +591,21 @@ fn relu_and_maxpool_backward_match_finite_differences() {
         8,
     );
     check_network(&pool, 2, 3, Mode::Train, 17);
+    // A max-pool after a ReLU applies the ReLU's mask in its own backward.
+    let relu_pool = seq(
+        vec![
+            Layer::Conv3x3 { out: 3 },
+            Layer::Relu,
+            Layer::MaxPool2,
+            Layer::Conv3x3 { out: 2 },
+            Layer::Flatten,
+        ],
+        2,
+        5,
+        4,
+        8,
+    );
+    check_network(&relu_pool, 2, 3, Mode::Train, 18);
 }
 
 fn small_cnn() -> ModelSpec {

@@ -343,14 +343,15 @@ pub(crate) fn maxpool(input: &[f32], out: &mut [f32], c: usize, h: usize, w: usi
     }
 }
 
-/// Gradient of [`maxpool`]: each output gradient goes to the position that won the window.
+/// Gradient of [`maxpool`]: each output gradient goes to the position that won the window
+/// (nowhere when `relu_mask` and the winner is not positive: the gradient of a ReLU that
+/// produced `input`).
 pub(crate) fn maxpool_backward(
     input: &[f32],
     dout: &[f32],
     din: &mut [f32],
-    c: usize,
-    h: usize,
-    w: usize,
+    (c, h, w): (usize, usize, usize),
+    relu_mask: bool,
 ) {
     let (per_in, per_out) = (c * h * w, c * (h / 2) * (w / 2));
     if h % 2 == 1 || w % 2 == 1 {
@@ -366,13 +367,40 @@ pub(crate) fn maxpool_backward(
             let (b0, b1) = bottom.split_at_mut(c);
             let (x0, x1) = img[a..a + 2 * c].split_at(c);
             let (x2, x3) = img[e..e + 2 * c].split_at(c);
-            for ci in 0..c {
-                let g = g[at + ci];
-                let k = first_max([x0[ci], x1[ci], x2[ci], x3[ci]]).1;
-                t0[ci] = if k == 0 { g } else { 0.0 };
-                t1[ci] = if k == 1 { g } else { 0.0 };
-                b0[ci] = if k == 2 { g } else { 0.0 };
-                b1[ci] = if k == 3 { g } else { 0.0 };
+            // The four gradients of one window position, given its inputs and gradient.
+            let route = |x: [f32; 4], g: f32| -> [f32; 4] {
+                let (best, k) = first_max(x);
+                // `|` rather than `||`: a select, not a branch, keeps the loop vectorized.
+                let g = if !relu_mask | (best > 0.0) { g } else { 0.0 };
+                std::array::from_fn(|j| if k == j { g } else { 0.0 })
+            };
+            let mut ci = 0;
+            // 16 channels at a time in arrays, so that the loop compiles to vector selects.
+            while ci + 16 <= c {
+                let mut x = [[0.0f32; 16]; 4];
+                for (x, src) in x.iter_mut().zip([&*x0, x1, x2, x3]) {
+                    x.copy_from_slice(&src[ci..ci + 16]);
+                }
+                let mut gv = [0.0f32; 16];
+                gv.copy_from_slice(&g[at + ci..at + ci + 16]);
+                let mut out = [[0.0f32; 16]; 4];
+                for i in 0..16 {
+                    let r = route([x[0][i], x[1][i], x[2][i], x[3][i]], gv[i]);
+                    for j in 0..4 {
+                        out[j][i] = r[j];
+                    }
+                }
+                for (dst, o) in [&mut *t0, &mut *t1, &mut *b0, &mut *b1]
+                    .into_iter()
+                    .zip(&out)
+                {
+                    dst[ci..ci + 16].copy_from_slice(o);
+                }
+                ci += 16;
+            }
+            for ci in ci..c {
+                let r = route([x0[ci], x1[ci], x2[ci], x3[ci]], g[at + ci]);
+                [t0[ci], t1[ci], b0[ci], b1[ci]] = r;
             }
         });
     }

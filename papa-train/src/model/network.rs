@@ -66,6 +66,9 @@ struct Step {
     /// A BatchNorm that also applies the in-place ReLU after it (saving a pass over the
     /// output), or that ReLU, whose forward is then a no-op.
     fused_relu: bool,
+    /// A max-pool right after a ReLU, whose backward also applies the ReLU's mask (saving a
+    /// pass over the larger input), or that ReLU, whose backward is then a no-op.
+    pool_masks_relu: bool,
 }
 
 /// Workspace and engine for a population of `population` members and batches of up to
@@ -118,6 +121,21 @@ impl Network {
                         ..
                     })
                 );
+            // A max-pool's input is then exactly the ReLU's output: the pool's backward can
+            // apply the ReLU's mask to the one gradient per window it writes.
+            let pool_after_relu = matches!(op, Op::MaxPool { .. })
+                && matches!(
+                    steps.last(),
+                    Some(Step {
+                        op: Op::Relu { .. },
+                        ..
+                    })
+                );
+            if pool_after_relu {
+                if let Some(relu) = steps.last_mut() {
+                    relu.pool_masks_relu = true;
+                }
+            }
             if in_place {
                 if let Some(bn) = steps.last_mut() {
                     bn.fused_relu = true;
@@ -152,6 +170,7 @@ impl Network {
                 stats,
                 norm,
                 fused_relu: in_place,
+                pool_masks_relu: pool_after_relu,
             });
         }
         let max_act = acts.iter().map(Vec::len).max().unwrap_or(0);
@@ -563,6 +582,7 @@ fn backward_step(
         &dout[(m * b + s.start) * out_len..][..s.len() * out_len]
     };
     match step.op {
+        Op::Relu { .. } if step.pool_masks_relu => return false,
         Op::Relu { len } => {
             let len = p * b * len;
             dout[..len]
@@ -679,9 +699,8 @@ fn backward_step(
                         &x[(m * b + s.start) * in_len..][..s.len() * in_len],
                         sample_out(m, &s),
                         di,
-                        c,
-                        h,
-                        w,
+                        (c, h, w),
+                        step.pool_masks_relu,
                     )
                 });
             }
