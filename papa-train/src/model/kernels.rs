@@ -378,7 +378,7 @@ pub(crate) fn maxpool_backward(
             // 16 channels at a time in arrays, so that the loop compiles to vector selects.
             while ci + 16 <= c {
                 let mut x = [[0.0f32; 16]; 4];
-                for (x, src) in x.iter_mut().zip([&*x0, x1, x2, x3]) {
+                for (x, src) in x.iter_mut().zip([x0, x1, x2, x3]) {
                     x.copy_from_slice(&src[ci..ci + 16]);
                 }
                 let mut gv = [0.0f32; 16];
