@@ -139,7 +139,9 @@ fn set_threads(threads: usize) -> CliResult {
 fn train(args: TrainArgs) -> CliResult {
     let (out, cfg) = match &args.resume {
         Some(dir) => {
-            let cfg = TrainConfig::from_file(&dir.join("config.toml")).map_err(text)?;
+            let mut cfg = TrainConfig::from_file(&dir.join("config.toml")).map_err(text)?;
+            // The one setting a resumed run may change: results do not depend on it.
+            cfg.threads = args.threads.unwrap_or(cfg.threads);
             (dir.clone(), cfg)
         }
         None => (args.out.clone(), configure(&args)?),
