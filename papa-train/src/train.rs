@@ -238,7 +238,12 @@ impl<'a> Run<'a> {
     fn resume(&self, path: &Path) -> Result<(Vec<f32>, Vec<f32>, State), TrainError> {
         let loaded = load_state(path).map_err(other)?;
         let state: State = serde_json::from_str(&loaded.state_json).map_err(other)?;
-        if state.method != self.method || &state.config != self.cfg {
+        // Threads are the one setting that may differ: results do not depend on them.
+        let same = TrainConfig {
+            threads: self.cfg.threads,
+            ..state.config.clone()
+        };
+        if state.method != self.method || &same != self.cfg {
             return Err(other(format!(
                 "checkpoint {} belongs to another run (method or settings differ); use a fresh --out",
                 path.display()
