@@ -232,6 +232,36 @@ fn layout_counters_take_the_max() {
 }
 
 #[test]
+fn gradual_is_exact_where_the_pull_cancels_a_member() {
+    // Member 0's pull nearly cancels it: a w0 + (1 - a) m = -a w0 eps, far smaller than
+    // either term (where the f32 fast path would lose digits and the rule must fall back).
+    let mut rng = Rng::new(5);
+    let n = 100;
+    let mut buf = vec![0.0f32; 2 * n];
+    for _ in 0..50 {
+        let alpha = 0.1 + 0.8 * rng.uniform_f32();
+        let a = f64::from(alpha);
+        for i in 0..n {
+            let x = 4.0 * rng.uniform_f64() - 2.0;
+            let eps = 10f64.powf(-7.0 + 5.0 * rng.uniform_f64());
+            let m = -a * x * (1.0 + eps) / (1.0 - a);
+            buf[i] = x as f32;
+            buf[n + i] = (2.0 * m - f64::from(buf[i])) as f32;
+        }
+        let mean: Vec<f64> = (0..n)
+            .map(|i| (f64::from(buf[i]) + f64::from(buf[n + i])) / 2.0)
+            .collect();
+        let want: Vec<f64> = (0..2 * n)
+            .map(|k| a * f64::from(buf[k]) + (1.0 - a) * mean[k % n])
+            .collect();
+        let mut got = buf.clone();
+        let mut pop = Contiguous::new(&mut got[..], 2).unwrap();
+        gradual(&mut pop, Weights::Uniform, alpha, &Options::default()).unwrap();
+        assert_close(&got, &want);
+    }
+}
+
+#[test]
 fn alpha_one_keeps_and_alpha_zero_averages() {
     let buf = [1.0f32, -3.0, 5.0, 7.0];
     let (kept, _) = both_forms(&buf, 2, |pop| {

@@ -23,7 +23,7 @@ pub const MIN_CROP_SIDE: usize = 8;
 const RECIPE_STREAM: u64 = 0x7265_6369_7065_7321;
 
 /// One member's augmentation and regularisation settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Recipe {
     /// Mixup Beta parameter (0 = off).
     pub mixup: f32,
@@ -61,6 +61,21 @@ impl Recipe {
             hflip,
             ..Recipe::plain()
         }
+    }
+}
+
+impl std::fmt::Display for Recipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "mixup {}, label smoothing {}, cutmix {}, erasing {}, crop padding {}, flip {}",
+            self.mixup,
+            self.label_smoothing,
+            self.cutmix,
+            self.erasing,
+            self.crop_padding,
+            if self.hflip { "on" } else { "off" }
+        )
     }
 }
 

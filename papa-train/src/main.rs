@@ -12,7 +12,7 @@ use papa_train::model::{init_member, soft_cross_entropy, Input, Mode, Network};
 use papa_train::optim::Sgd;
 use papa_train::report::EpochRecord;
 use papa_train::report::{markdown_table, write_report, MethodResult, RunReport};
-use papa_train::train::{train_method, Progress};
+use papa_train::train::{member_recipes, train_method, Progress};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -237,6 +237,7 @@ fn train(args: TrainArgs) -> CliResult {
         dataset: cfg.data.clone(),
         command,
         results,
+        recipes: member_recipes(&cfg, splits.train.hflip_ok),
     };
     write_report(&report, &out).map_err(text)?;
     println!("{}", markdown_table(&report));

@@ -4,6 +4,7 @@
 //! [`markdown_table`] is also what the command line prints, so it pads its columns to read
 //! well as plain text.
 
+use crate::augment::Recipe;
 use crate::checkpoint::{write_atomic, CheckpointError};
 use plotters::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -92,6 +93,8 @@ pub struct RunReport {
     pub command: String,
     /// One entry per method compared.
     pub results: Vec<MethodResult>,
+    /// Each member's augmentation and regularisation (the same in every method).
+    pub recipes: Vec<Recipe>,
 }
 
 /// What went wrong while writing a report.
@@ -430,6 +433,10 @@ pub fn write_report(report: &RunReport, dir: &Path) -> Result<(), ReportError> {
             "- {}: model {}, {} members, {} epochs, seed {}\n",
             r.method, r.model, r.population, r.epochs, r.seed
         ));
+    }
+    md.push_str("\nMembers' augmentation and regularisation (every method):\n\n");
+    for (j, recipe) in report.recipes.iter().enumerate() {
+        md.push_str(&format!("- member {j}: {recipe}\n"));
     }
     let fence = fence_for(&report.command);
     md.push_str(&format!(

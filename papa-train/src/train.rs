@@ -92,6 +92,18 @@ impl Progress for Silent {
     fn epoch(&self, _: &EpochRecord) {}
 }
 
+/// Each member's augmentation and regularisation under `cfg` (the same for every method of
+/// a run): its entry of the shuffled grid on top of the configured crop and flip (flips only
+/// where `hflip_ok`, i.e. the dataset allows them).
+pub fn member_recipes(cfg: &TrainConfig, hflip_ok: bool) -> Vec<Recipe> {
+    let base = Recipe::standard(cfg.crop_padding, cfg.hflip && hflip_ok);
+    match cfg.augmentation {
+        Augmentation::Grid => draw_recipes(cfg.seed, cfg.population, base),
+        Augmentation::Standard => vec![base; cfg.population],
+        Augmentation::None => vec![Recipe::plain(); cfg.population],
+    }
+}
+
 /// Trains `cfg.population` members with `method` and evaluates everything. With `checkpoint`
 /// the population is saved (atomically) after every epoch, and an existing checkpoint of the
 /// same method and settings is resumed.
@@ -190,12 +202,7 @@ impl<'a> Run<'a> {
         let total = steps_per_epoch * cfg.epochs;
         let lr = LrSchedule::cosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr.min(cfg.lr))
             .map_err(other)?;
-        let base = Recipe::standard(cfg.crop_padding, cfg.hflip && splits.train.hflip_ok);
-        let recipes = match cfg.augmentation {
-            Augmentation::Grid => draw_recipes(cfg.seed, cfg.population, base),
-            Augmentation::Standard => vec![base; cfg.population],
-            Augmentation::None => vec![Recipe::plain(); cfg.population],
-        };
+        let recipes = member_recipes(cfg, splits.train.hflip_ok);
         // Calibration for REPAIR and BatchNorm: fixed, unaugmented training samples.
         let calib_count = (cfg.repair_batches * cfg.batch).min(train_len) / cfg.batch * cfg.batch;
         let mut order: Vec<u32> = (0..train_len as u32).collect();

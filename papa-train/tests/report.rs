@@ -1,6 +1,7 @@
 //! Checks of the run report: JSON round trip, the table shows the numbers given, the SVG is
 //! drawn with one line per member and per average, and the files land in the directory.
 
+use papa_train::augment::Recipe;
 use papa_train::report::{
     markdown_table, plot_history, write_report, Accuracy, EpochRecord, MethodResult, RunReport,
 };
@@ -80,6 +81,13 @@ fn report() -> RunReport {
                 wall_seconds: 42.25,
                 history: history(3, 4, 78.0),
             },
+        ],
+        recipes: vec![
+            Recipe {
+                mixup: 0.5,
+                ..Recipe::standard(4, true)
+            },
+            Recipe::plain(),
         ],
     }
 }
@@ -223,5 +231,9 @@ fn write_report_writes_the_three_files() {
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(md.contains(&markdown_table(&report)));
     assert!(md.contains(&report.command));
+    assert!(md.contains(
+        "- member 0: mixup 0.5, label smoothing 0, cutmix 0, erasing 0, crop padding 4, flip on"
+    ));
+    assert!(md.contains("- member 1: mixup 0, label smoothing 0"));
     assert!(md.contains("fashion-mnist"));
 }
