@@ -11,8 +11,9 @@ use crate::rng::Rng;
 use crate::{Error, WEIGHT_SUM_TOLERANCE};
 use core::ops::Range;
 
-/// Columns processed per chunk. 512 f64 accumulators (4 KiB) sit on the stack, small enough
-/// for a microcontroller; P x 512 f32 of a chunk stay in L1/L2 for the write-back pass.
+/// Columns processed per chunk. 512 f64 accumulators (4 KiB, plus 2 KiB of f32 for
+/// PAPA-all) sit on the stack, small enough for a microcontroller; P x 512 f32 of a chunk
+/// stay in L1/L2 for the write-back pass.
 pub const CHUNK: usize = 512;
 
 /// The averaging weights c_j of the members.
@@ -126,45 +127,14 @@ pub fn gradual<P: PopulationMut + ?Sized>(
         }
         // (1 - alpha) * m once per chunk rather than once per member.
         acc.iter_mut().for_each(|m| *m *= pull);
-        let pulled = &mut [0.0f32; CHUNK][..cols.len()];
-        store(acc, pulled);
         for j in 0..pop.members() {
-            pull_toward(&mut pop.member_mut(j)[cols.clone()], alpha, pulled, acc);
+            let w = &mut pop.member_mut(j)[cols.clone()];
+            for (w, &pulled) in w.iter_mut().zip(acc.iter()) {
+                *w = (keep * f64::from(*w) + pulled) as f32;
+            }
         }
     });
     Ok(())
-}
-
-/// `w <- alpha * w + pulled` for one member's chunk, `pulled = (1 - alpha) m` given in f64
-/// (`exact`) and rounded to f32 (`pulled`).
-///
-/// Computed in f32 (twice the lanes of f64, and no conversions) for each block of 16 whose
-/// results all satisfy `|pulled| <= 2 |result|`: then the three f32 roundings (of
-/// `alpha * w`, of `pulled`, of the sum) err by at most `(3 + 2 + 1) u |result|`, `u =
-/// 2^-24`, i.e. 3.6e-7 relative. Blocks that fail the test (the pull nearly cancels the
-/// member: rare outside random data) are recomputed in f64.
-fn pull_toward(w: &mut [f32], alpha: f32, pulled: &[f32], exact: &[f64]) {
-    let keep = f64::from(alpha);
-    let done = w.len() / 16 * 16;
-    for (k, block) in w[..done].chunks_exact_mut(16).enumerate() {
-        let (p, e) = (&pulled[16 * k..][..16], &exact[16 * k..][..16]);
-        let mut out = [0.0f32; 16];
-        let mut certified = true;
-        for i in 0..16 {
-            out[i] = alpha * block[i] + p[i];
-            certified &= p[i].abs() <= 2.0 * out[i].abs();
-        }
-        if certified {
-            block.copy_from_slice(&out);
-        } else {
-            for (w, &e) in block.iter_mut().zip(e) {
-                *w = (keep * f64::from(*w) + e) as f32;
-            }
-        }
-    }
-    for (w, &e) in w[done..].iter_mut().zip(&exact[done..]) {
-        *w = (keep * f64::from(*w) + e) as f32;
-    }
 }
 
 /// Elements of scratch space [`papa2`] needs for a population of `members` x `member_len`.
