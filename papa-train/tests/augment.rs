@@ -29,6 +29,20 @@ fn constant_batch(batch: usize, side: usize) -> (Vec<f32>, Vec<u8>) {
     (images, (0..batch as u8).collect())
 }
 
+/// A [`constant_batch`] of `batch` one-hot classes after `recipe`: (images, targets).
+fn augmented_constant_batch(
+    recipe: &Recipe,
+    rng: &mut Rng,
+    batch: usize,
+    side: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut images, labels) = constant_batch(batch, side);
+    let mut targets = vec![0.0; batch * batch];
+    let s = shape(side, batch);
+    augment_batch(recipe, rng, &mut images, &labels, s, 0.0, &mut targets).unwrap();
+    (images, targets)
+}
+
 #[test]
 fn grid_covers_81_combinations_once() {
     let recipes = draw_recipes(7, 81, Recipe::standard(4, true));
@@ -331,19 +345,7 @@ fn mixup_mixes_images_and_targets_alike() {
     let (batch, side) = (10, 4);
     let mut rng = Rng::new(12);
     for _ in 0..20 {
-        let (mut images, labels) = constant_batch(batch, side);
-        let mut targets = vec![0.0; batch * batch];
-        let s = shape(side, batch);
-        augment_batch(
-            &recipe,
-            &mut rng,
-            &mut images,
-            &labels,
-            s,
-            0.0,
-            &mut targets,
-        )
-        .unwrap();
+        let (images, targets) = augmented_constant_batch(&recipe, &mut rng, batch, side);
         let mut lambdas = Vec::new();
         for (img, row) in images.chunks(side * side).zip(targets.chunks(batch)) {
             // The image is the target-weighted mix of the constant images 0..batch.
@@ -371,19 +373,7 @@ fn cutmix_lambda_is_the_real_box_area() {
     let mut rng = Rng::new(21);
     let mut mixed_rows = 0;
     for _ in 0..30 {
-        let (mut images, labels) = constant_batch(batch, side);
-        let mut targets = vec![0.0; batch * batch];
-        let s = shape(side, batch);
-        augment_batch(
-            &recipe,
-            &mut rng,
-            &mut images,
-            &labels,
-            s,
-            0.0,
-            &mut targets,
-        )
-        .unwrap();
+        let (images, targets) = augmented_constant_batch(&recipe, &mut rng, batch, side);
         for (i, (img, row)) in images
             .chunks(side * side)
             .zip(targets.chunks(batch))
@@ -416,19 +406,7 @@ fn both_mixers_alternate() {
     let mut cut = 0;
     let rounds = 400;
     for _ in 0..rounds {
-        let (mut images, labels) = constant_batch(batch, side);
-        let mut targets = vec![0.0; batch * batch];
-        let s = shape(side, batch);
-        augment_batch(
-            &recipe,
-            &mut rng,
-            &mut images,
-            &labels,
-            s,
-            0.0,
-            &mut targets,
-        )
-        .unwrap();
+        let (images, targets) = augmented_constant_batch(&recipe, &mut rng, batch, side);
         // CutMix only moves whole pixels; mixup blends them.
         cut += usize::from(images.iter().all(|v| v.fract() == 0.0));
     }
