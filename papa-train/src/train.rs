@@ -12,7 +12,7 @@ use crate::model::{init_member, soft_cross_entropy, Input, Mode, ModelSpec, Netw
 use crate::optim::{LrSchedule, Sgd};
 use crate::report::{Accuracy, EpochRecord, MethodResult};
 use papa_core::diversity::{distances_to_mean, mean_pairwise_cosine};
-use papa_core::layout::Layout;
+use papa_core::layout::{Layout, TensorSpec};
 use papa_core::population::Contiguous;
 use papa_core::rng::Rng;
 use papa_core::rules::{
@@ -179,6 +179,8 @@ struct Run<'a> {
     alpha: f32,
     trainable: Vec<Range<usize>>,
     calibration: Vec<f32>,
+    /// The model's tensors, for the rules' layout (counters take the max).
+    tensors: Vec<TensorSpec<'a>>,
 }
 
 impl<'a> Run<'a> {
@@ -216,7 +218,10 @@ impl<'a> Run<'a> {
             .train
             .gather(&order[..calib_count], &mut calibration, &mut labels)
             .map_err(other)?;
+        let tensors = spec.tensor_specs();
+        Layout::new(&tensors).map_err(other)?;
         Ok(Run {
+            tensors,
             cfg,
             splits,
             spec,
@@ -275,8 +280,8 @@ impl<'a> Run<'a> {
     }
 
     fn layout_options<R>(&self, f: impl FnOnce(&Options<'_>) -> R) -> R {
-        let specs = self.spec.tensor_specs();
-        let layout = Layout::new(&specs).ok();
+        // Validated in `Run::new`.
+        let layout = Layout::new(&self.tensors).ok();
         f(&Options {
             layout,
             check_finite: false,
