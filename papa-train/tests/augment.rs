@@ -406,7 +406,7 @@ fn both_mixers_alternate() {
     let mut cut = 0;
     let rounds = 400;
     for _ in 0..rounds {
-        let (images, targets) = augmented_constant_batch(&recipe, &mut rng, batch, side);
+        let (images, _) = augmented_constant_batch(&recipe, &mut rng, batch, side);
         // CutMix only moves whole pixels; mixup blends them.
         cut += usize::from(images.iter().all(|v| v.fract() == 0.0));
     }
