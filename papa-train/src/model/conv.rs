@@ -344,5 +344,5 @@ fn each_position(samples: usize, c: Conv, mut f: impl FnMut(usize, usize, usize,
 #[inline(always)]
 fn source(y: usize, x: usize, tap: usize, c: Conv) -> Option<usize> {
     let (iy, ix) = ((y + tap / 3).wrapping_sub(1), (x + tap % 3).wrapping_sub(1));
-    (iy < c.h && ix < c.w).then_some(iy * c.w + ix)
+    (iy < c.h && ix < c.w).then(|| iy * c.w + ix)
 }
