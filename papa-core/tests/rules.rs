@@ -234,7 +234,7 @@ fn layout_counters_take_the_max() {
 #[test]
 fn gradual_is_exact_where_the_pull_cancels_a_member() {
     // Member 0's pull nearly cancels it: a w0 + (1 - a) m = -a w0 eps, far smaller than
-    // either term (where the f32 fast path would lose digits and the rule must fall back).
+    // either term, where any rounding before the sum would lose the result's digits.
     let mut rng = Rng::new(5);
     let n = 100;
     let mut buf = vec![0.0f32; 2 * n];

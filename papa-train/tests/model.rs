@@ -311,10 +311,13 @@ fn init_follows_pytorch_defaults() {
 
 #[test]
 fn conv_forward_matches_direct_convolution() {
-    // A small image in one im2col group, and 28 x 28 images that the engine splits into
-    // groups of 3 samples over two 16-sample chunks (the last group of each partial).
+    // Three input channels run the direct conv, on one small chunk and on two 16-sample
+    // chunks; four take the im2col gemm, which splits 28 x 28 images into groups of 2
+    // samples (the second chunk of 5 ends with a partial group).
     conv_forward_case(3, 5, 4, 4, 3);
     conv_forward_case(3, 28, 28, 2, 20);
+    conv_forward_case(4, 5, 4, 3, 3);
+    conv_forward_case(4, 28, 28, 2, 21);
 }
 
 fn conv_forward_case(cin: usize, h: usize, w: usize, cout: usize, b: usize) {
@@ -522,19 +525,20 @@ fn conv_backward_with_padding_matches_finite_differences() {
 
 #[test]
 fn conv_backward_over_several_im2col_groups_matches_finite_differences() {
-    // 28 x 28 images: im2col groups of 3 and 4 samples, two chunks, partial groups.
+    // Two im2col-gemm convs (4 input channels) on 28 x 28 images: groups of 2 samples over
+    // two chunks, the last group partial; the second conv also takes the input gradient.
     let spec = seq(
         vec![
-            Layer::Conv3x3 { out: 2 },
+            Layer::Conv3x3 { out: 4 },
             Layer::Conv3x3 { out: 2 },
             Layer::Flatten,
         ],
-        3,
+        4,
         28,
         28,
         2 * 28 * 28,
     );
-    check_network(&spec, 1, 20, Mode::Train, 15);
+    check_network(&spec, 1, 21, Mode::Train, 15);
 }
 
 #[test]
