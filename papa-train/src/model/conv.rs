@@ -9,7 +9,7 @@
 //! Weights are used in the engine's order, taps outermost (`[tap][cin]` along the depth):
 //! each tap of an im2col row is then one contiguous copy of a channel vector.
 
-use super::kernels::{chunks, elementwise, matmul, par_samples, Mat, CHUNK};
+use super::kernels::{chunks, elementwise, fill_rows, matmul, par_samples, Mat, CHUNK};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -93,9 +93,7 @@ pub(crate) fn forward(x: &[f32], y: &mut [f32], params: &[f32], weights: &mut [f
             3 => return direct_forward::<27>(xs, out, wt, bias, c),
             _ => {}
         }
-        for row in out.chunks_exact_mut(c.cout) {
-            elementwise(row, bias, |o, b| *o = b);
-        }
+        fill_rows(out, bias);
         let wt = Mat::rows(wt, fin, c.cout);
         COLUMNS.with_borrow_mut(|(col, _)| {
             let groups = xs.chunks(c.group() * in_len);
@@ -263,6 +261,19 @@ fn gather_taps(img: &[f32], inputs: &mut [f32], y: usize, x: usize, c: Conv) {
     }
 }
 
+/// The adjoint of [`gather_taps`]: adds `row[(tap, ci)]` onto the input position each tap
+/// of output `(y, x)` reads in `img` (nothing for taps in the padding).
+#[inline(always)]
+fn scatter_taps(row: &[f32], img: &mut [f32], y: usize, x: usize, c: Conv) {
+    let cin = row.len() / 9;
+    for tap in 0..9 {
+        if let Some(at) = source(y, x, tap, c) {
+            let src = &row[tap * cin..][..cin];
+            elementwise(&mut img[at * cin..][..cin], src, |d, g| *d += g);
+        }
+    }
+}
+
 /// The direct path of [`backward`] for one chunk: `pw[tap, cin][cout]` and, with `din`, the
 /// input gradient.
 fn direct_backward<const K: usize>(
@@ -286,16 +297,13 @@ fn direct_backward<const K: usize>(
             elementwise(&mut pw[k * cout..][..cout], g, |p, g| *p += v * g);
         }
         if let Some(din) = din.as_deref_mut() {
-            let img = &mut din[s * in_len..][..in_len];
-            for tap in 0..9 {
-                let Some(at) = source(y, x, tap, c) else {
-                    continue;
-                };
-                for ci in 0..c.cin {
-                    let w = &wt[(tap * c.cin + ci) * cout..][..cout];
-                    img[at * c.cin + ci] += g.iter().zip(w).map(|(&g, &w)| g * w).sum::<f32>();
-                }
+            // This position's column gradient `w g`, then added back like col2im does.
+            let mut dcol = [0.0f32; K];
+            for (k, d) in dcol.iter_mut().enumerate() {
+                let w = &wt[k * cout..][..cout];
+                *d = g.iter().zip(w).map(|(&g, &w)| g * w).sum::<f32>();
             }
+            scatter_taps(&dcol, &mut din[s * in_len..][..in_len], y, x, c);
         }
     });
 }
@@ -312,16 +320,11 @@ fn im2col(input: &[f32], col: &mut [f32], c: Conv) {
 
 /// The adjoint of [`im2col`]: sums the column gradients back onto the input positions.
 fn col2im(col: &[f32], dinput: &mut [f32], c: Conv) {
-    let (cin, in_len, fin) = (c.cin, c.h * c.w * c.cin, c.fin());
+    let (in_len, fin) = (c.h * c.w * c.cin, c.fin());
     dinput.fill(0.0);
     each_position(dinput.len() / in_len, c, |row, s, y, x| {
         let img = &mut dinput[s * in_len..][..in_len];
-        for tap in 0..9 {
-            if let Some(at) = source(y, x, tap, c) {
-                let src = &col[row * fin + tap * cin..][..cin];
-                elementwise(&mut img[at * cin..][..cin], src, |d, g| *d += g);
-            }
-        }
+        scatter_taps(&col[row * fin..][..fin], img, y, x, c);
     });
 }
 

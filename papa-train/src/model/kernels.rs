@@ -292,6 +292,13 @@ pub(crate) fn elementwise(y: &mut [f32], x: &[f32], f: impl Fn(&mut f32, f32)) {
     }
 }
 
+/// Copies `row` into every row of `out` (a bias before a gemm accumulates onto it).
+pub(crate) fn fill_rows(out: &mut [f32], row: &[f32]) {
+    for o in out.chunks_exact_mut(row.len()) {
+        elementwise(o, row, |o, v| *o = v);
+    }
+}
+
 /// Number of sample chunks in a batch.
 pub(crate) fn chunks(batch: usize) -> usize {
     batch.div_ceil(CHUNK)

@@ -3,7 +3,7 @@
 
 use super::conv::{self, Conv};
 use super::kernels::{
-    self, chunks, elementwise, matmul, par_sample_blocks, par_samples, Mat, CHUNK, ROW_BLOCK,
+    self, chunks, fill_rows, matmul, par_sample_blocks, par_samples, Mat, CHUNK, ROW_BLOCK,
 };
 use super::spec::{ModelSpec, Op};
 use super::{Error, BN_EPS, BN_MOMENTUM};
@@ -77,9 +77,10 @@ struct Step {
 /// Every activation is kept from forward to backward (about 50 MB per member for the small
 /// CNN at batch 128); a conv's im2col rows are built a few samples at a time in a per-thread
 /// buffer that stays in cache, and rebuilt in the backward pass. Work is split into fixed
-/// (member, 16-sample chunk) and (member, 16-row block) tasks and every reduction adds its
-/// partial sums in a fixed order, so results are bit-identical on any number of threads and
-/// a member gets the same bits whether it runs alone or in a population.
+/// (member, 16-sample chunk) tasks wherever partial sums are reduced, added in a fixed order,
+/// and into (member, 64-row block) tasks for the linear layers' gemms, whose rows are
+/// computed on their own; so results are bit-identical on any number of threads and a
+/// member gets the same bits whether it runs alone or in a population.
 pub struct Network {
     spec: ModelSpec,
     population: usize,
@@ -741,9 +742,7 @@ fn dense_forward(x: &[f32], y: &mut [f32], params: &[f32], d: Dense) {
     } = d;
     par_sample_blocks(y, (d.p, b, fout), ROW_BLOCK, |m, s, out| {
         let member = &params[m * n..][..n];
-        for row in out.chunks_exact_mut(fout) {
-            elementwise(row, &member[bias..bias + fout], |o, b| *o = b);
-        }
+        fill_rows(out, &member[bias..bias + fout]);
         let xr = &x[(m * b + s.start) * fin..][..s.len() * fin];
         matmul(
             out,
