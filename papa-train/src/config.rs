@@ -112,6 +112,11 @@ pub struct TrainConfig {
 pub const PAPER_APPLICATIONS: f64 = 20_000.0;
 /// The paper's gradual coefficient.
 pub const PAPER_ALPHA: f64 = 0.99;
+/// The strongest default pull: a member moves at most halfway to the mean per application.
+/// Rescaled to a run of a few hundred steps the paper's pull is a ~ 0 (a full average every
+/// 10 steps), which averages independently initialised members before they share a basin
+/// and trains no better than one member (docs/RESULTS.md, the main job).
+pub const MIN_DEFAULT_ALPHA: f64 = 0.5;
 
 impl Default for TrainConfig {
     /// The main job's defaults: the small CNN on 12,000 Fashion-MNIST images, 4 members,
@@ -222,13 +227,15 @@ impl TrainConfig {
 
     /// The gradual coefficient for a run of `total_steps`: the configured one, or the paper's
     /// 0.99 per application rescaled so that the pull's half-life is the same fraction of
-    /// the run as in the paper's ~200k-step runs: a = 0.99^(20000 / applications).
-    /// A constant 0.99 is far too weak in a short run (DESIGN.md: the members drift apart
-    /// and their average is at chance).
+    /// the run as in the paper's ~200k-step runs: a = 0.99^(20000 / applications), but never
+    /// below [`MIN_DEFAULT_ALPHA`]. A constant 0.99 is far too weak in a short run (DESIGN.md:
+    /// the members drift apart and their average is at chance).
     pub fn papa_alpha(&self, total_steps: usize) -> f32 {
         self.papa_alpha.unwrap_or_else(|| {
             let applications = (total_steps as f64 / f64::from(self.papa_every_steps)).max(1.0);
-            PAPER_ALPHA.powf(PAPER_APPLICATIONS / applications) as f32
+            PAPER_ALPHA
+                .powf(PAPER_APPLICATIONS / applications)
+                .max(MIN_DEFAULT_ALPHA) as f32
         })
     }
 }
