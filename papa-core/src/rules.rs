@@ -11,10 +11,11 @@ use crate::rng::Rng;
 use crate::{Error, WEIGHT_SUM_TOLERANCE};
 use core::ops::Range;
 
-/// Columns processed per chunk. 512 f64 accumulators (4 KiB, plus 2 KiB of f32 for
-/// PAPA-all) sit on the stack, small enough for a microcontroller; P x 512 f32 of a chunk
-/// stay in L1/L2 for the write-back pass.
-pub const CHUNK: usize = 512;
+/// Columns processed per chunk: four cache lines of f32 per member. A few chunks of f64
+/// accumulators (512 B each) sit on the stack, small enough for a microcontroller, and the
+/// P x 64 f32 of a chunk stay in L1 for the write-back pass. Measured best for every rule
+/// (docs/BENCHMARKS.md: 64 against 128-4096).
+pub const CHUNK: usize = 64;
 
 /// The averaging weights c_j of the members.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -116,24 +117,47 @@ pub fn gradual<P: PopulationMut + ?Sized>(
     let combine = Combine::new(pop, weights, opts)?;
     let keep = f64::from(alpha);
     let pull = 1.0 - keep;
+    // Software pipeline: each chunk's pulled mean (1 - alpha) * m waits in one of two buffers
+    // and is applied while the next chunk is being read, so the f64 update work overlaps the
+    // memory traffic instead of following it (docs/BENCHMARKS.md).
+    let mut buffers = [[0.0f64; CHUNK]; 2];
+    let mut pending: Option<(Range<usize>, usize)> = None;
     for_each_chunk(pop.member_len(), opts, |cols, policy| {
-        let acc = &mut [0.0f64; CHUNK][..cols.len()];
-        combine.reduce(pop, cols.clone(), policy, acc);
+        let slot = pending.as_ref().map_or(0, |(_, slot)| 1 - slot);
+        let [a, b] = &mut buffers;
+        let (next, prev) = if slot == 0 { (a, &*b) } else { (b, &*a) };
+        let next = &mut next[..cols.len()];
         if policy == Policy::Max {
+            combine.reduce(pop, cols.clone(), policy, next);
             for j in 0..pop.members() {
-                store(acc, &mut pop.member_mut(j)[cols.clone()]);
+                store(next, &mut pop.member_mut(j)[cols.clone()]);
             }
             return;
         }
-        // (1 - alpha) * m once per chunk rather than once per member.
-        acc.iter_mut().for_each(|m| *m *= pull);
-        for j in 0..pop.members() {
-            let w = &mut pop.member_mut(j)[cols.clone()];
-            for (w, &pulled) in w.iter_mut().zip(acc.iter()) {
-                *w = (keep * f64::from(*w) + pulled) as f32;
+        match pending.take() {
+            Some((prev_cols, _)) => {
+                let update = Update {
+                    pulled: &prev[..prev_cols.len()],
+                    cols: prev_cols,
+                    keep,
+                };
+                combine.reduce_and_update(pop, cols.clone(), next, &update);
             }
+            None => combine.reduce(pop, cols.clone(), policy, next),
         }
+        next.iter_mut().for_each(|m| *m *= pull);
+        pending = Some((cols, slot));
     });
+    if let Some((cols, slot)) = pending {
+        let update = Update {
+            pulled: &buffers[slot][..cols.len()],
+            cols,
+            keep,
+        };
+        for j in 0..pop.members() {
+            update.apply(&mut pop.member_mut(j)[update.cols.clone()]);
+        }
+    }
     Ok(())
 }
 
@@ -331,6 +355,76 @@ impl<'a> Combine<'a> {
         }
     }
 
+    /// `reduce` of the average over `cols` into `acc`, fused with `update` of the previous
+    /// chunk (still in L1): member by member, this chunk is read, then the previous one
+    /// updated. Sums run in member order: the same bits as `reduce`.
+    fn reduce_and_update<P: PopulationMut + ?Sized>(
+        &self,
+        pop: &mut P,
+        cols: Range<usize>,
+        acc: &mut [f64],
+        update: &Update<'_>,
+    ) {
+        match self.weights {
+            Weights::Uniform => self.fused::<false, P>(pop, cols, acc, update),
+            Weights::Given(_) => self.fused::<true, P>(pop, cols, acc, update),
+        }
+    }
+
+    fn fused<const WEIGHTED: bool, P: PopulationMut + ?Sized>(
+        &self,
+        pop: &mut P,
+        cols: Range<usize>,
+        acc: &mut [f64],
+        update: &Update<'_>,
+    ) {
+        let mut sum = [0.0f64; CHUNK];
+        for j in 0..pop.members() {
+            let (c, member) = (self.term::<WEIGHTED>(j), pop.member_mut(j));
+            let x = &member[cols.clone()];
+            if let Ok(x) = <&[f32; CHUNK]>::try_from(x) {
+                // A whole chunk: a fixed trip count the compiler unrolls.
+                if j == 0 {
+                    sum.iter_mut()
+                        .zip(x)
+                        .for_each(|(s, &x)| *s = Self::scaled::<WEIGHTED>(c, x));
+                } else {
+                    sum.iter_mut()
+                        .zip(x)
+                        .for_each(|(s, &x)| *s += Self::scaled::<WEIGHTED>(c, x));
+                }
+            } else {
+                for (s, &x) in sum.iter_mut().zip(x) {
+                    let term = Self::scaled::<WEIGHTED>(c, x);
+                    *s = if j == 0 { term } else { *s + term };
+                }
+            }
+            update.apply(&mut member[update.cols.clone()]);
+        }
+        let scale = if WEIGHTED { 1.0 } else { self.uniform };
+        for (a, s) in acc.iter_mut().zip(sum) {
+            *a = s * scale;
+        }
+    }
+
+    /// The weight of member j in a sum (1 when the sum is scaled afterwards).
+    fn term<const WEIGHTED: bool>(&self, j: usize) -> f64 {
+        if WEIGHTED {
+            self.weight(j)
+        } else {
+            1.0
+        }
+    }
+
+    /// c * x, or x when the sum is scaled afterwards.
+    fn scaled<const WEIGHTED: bool>(c: f64, x: f32) -> f64 {
+        if WEIGHTED {
+            c * f64::from(x)
+        } else {
+            f64::from(x)
+        }
+    }
+
     /// acc <- sum_j c_j w_j[cols] (or the max over members), in f64.
     ///
     /// Members are folded in four at a time so that each accumulator is loaded and stored once
@@ -364,6 +458,31 @@ impl<'a> Combine<'a> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// PAPA gradual's write-back of one chunk: w <- keep * w + pulled, with pulled = (1 - alpha) m.
+struct Update<'u> {
+    cols: Range<usize>,
+    pulled: &'u [f64],
+    keep: f64,
+}
+
+impl Update<'_> {
+    /// Updates one member's chunk `w`.
+    #[inline(always)]
+    fn apply(&self, w: &mut [f32]) {
+        let update = |(w, &pulled): (&mut f32, &f64)| {
+            *w = (self.keep * f64::from(*w) + pulled) as f32;
+        };
+        match (
+            <&mut [f32; CHUNK]>::try_from(&mut *w),
+            <&[f64; CHUNK]>::try_from(self.pulled),
+        ) {
+            // A whole chunk: a fixed trip count the compiler unrolls.
+            (Ok(w), Ok(pulled)) => w.iter_mut().zip(pulled).for_each(update),
+            _ => w.iter_mut().zip(self.pulled).for_each(update),
         }
     }
 }

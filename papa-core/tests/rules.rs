@@ -54,6 +54,13 @@ fn reference_mean(buf: &[f32], p: usize, n: usize, w: &[f32]) -> Vec<f64> {
         .collect()
 }
 
+/// The mean with weights exactly 1/P (1/P rounded to f32 would not be the reference).
+fn uniform_mean(buf: &[f32], p: usize, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| (0..p).map(|j| f64::from(buf[j * n + i])).sum::<f64>() / p as f64)
+        .collect()
+}
+
 /// Splits a contiguous buffer into separately allocated members.
 fn as_members(buf: &[f32], p: usize, n: usize) -> Vec<Vec<f32>> {
     (0..p).map(|j| buf[j * n..(j + 1) * n].to_vec()).collect()
@@ -89,7 +96,7 @@ proptest! {
         let w = if uniform { vec![1.0 / p as f32; p] } else { random_weights(p, seed) };
         let weights = if uniform { Weights::Uniform } else { Weights::Given(&w) };
         let want = if uniform {
-            (0..n).map(|i| (0..p).map(|j| f64::from(buf[j * n + i])).sum::<f64>() / p as f64).collect()
+            uniform_mean(&buf, p, n)
         } else {
             reference_mean(&buf, p, n, &w)
         };
@@ -113,10 +120,12 @@ proptest! {
     }
 
     #[test]
-    fn gradual_matches_f64((p, n, buf) in population(), seed in any::<u64>(), alpha in 0.0f32..=1.0) {
-        let w = random_weights(p, seed);
-        let mean = reference_mean(&buf, p, n, &w);
-        let (c, m) = both_forms(&buf, p, |pop| gradual(pop, Weights::Given(&w), alpha, &Options::default()));
+    fn gradual_matches_f64((p, n, buf) in population(), seed in any::<u64>(), alpha in 0.0f32..=1.0, uniform in any::<bool>()) {
+        // Uniform weights take the summing path of the fused pass, given weights the weighted one.
+        let w = if uniform { vec![1.0 / p as f32; p] } else { random_weights(p, seed) };
+        let weights = if uniform { Weights::Uniform } else { Weights::Given(&w) };
+        let mean = if uniform { uniform_mean(&buf, p, n) } else { reference_mean(&buf, p, n, &w) };
+        let (c, m) = both_forms(&buf, p, |pop| gradual(pop, weights, alpha, &Options::default()));
         let a = f64::from(alpha);
         let want: Vec<f64> = (0..p * n).map(|k| a * f64::from(buf[k]) + (1.0 - a) * mean[k % n.max(1)]).collect();
         assert_close(&c, &want);
