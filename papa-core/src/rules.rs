@@ -319,14 +319,8 @@ impl<'a> Combine<'a> {
         column: impl Fn(usize) -> &'p [f32],
         acc: &mut [f64],
     ) {
-        let term = |j: usize| if WEIGHTED { self.weight(j) } else { 1.0 };
-        let scaled = |c: f64, x: f32| {
-            if WEIGHTED {
-                c * f64::from(x)
-            } else {
-                f64::from(x)
-            }
-        };
+        let term = |j: usize| self.term::<WEIGHTED>(j);
+        let scaled = Self::scaled::<WEIGHTED>;
         let (c, x) = (term(0), column(0));
         for (a, &x) in acc.iter_mut().zip(x) {
             *a = scaled(c, x);
