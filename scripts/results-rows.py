@@ -15,7 +15,9 @@ def pct(x):
     return f"{x:.2f}"
 
 
+ORDER = ["none", "papa", "papa-all", "papa-2"]
 runs = [r for path in sys.argv[1:] for r in json.load(open(path))["results"]]
+runs.sort(key=lambda r: (r["seed"], ORDER.index(r["method"]) if r["method"] in ORDER else len(ORDER)))
 def rep(a):
     return "n/a" if a.get("repaired") is None else pct(a["repaired"])
 
@@ -31,16 +33,25 @@ for r in runs:
         f"| {round(r['wall_seconds'] / 60)} min |"
     )
 
+def mean_sd(xs):
+    sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
+    return f"{statistics.mean(xs):.2f} +- {sd:.2f}"
+
+
+# Paired by seed: each method's final model against independent training's members' mean.
+independent = {r["seed"]: r["members_mean"] for r in runs if r["method"] == "none"}
+
 print()
-print("| method | seeds | members mean | ensemble | final model |")
-print("|---|---|---|---|---|")
+print("| method | seeds | members mean | ensemble | uniform soup | final model | final - independent members (same seed) |")
+print("|---|---|---|---|---|---|---|")
 for method in dict.fromkeys(r["method"] for r in runs):
     rs = [r for r in runs if r["method"] == method]
-
-    def stat(key):
-        xs = [r[key] for r in rs]
-        sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
-        return f"{statistics.mean(xs):.2f} +- {sd:.2f}"
-
     seeds = ", ".join(str(r["seed"]) for r in rs)
-    print(f"| {method} | {seeds} | {stat('members_mean')} | {stat('ensemble')} | {stat('final_model')} |")
+    gains = [r["final_model"] - independent[r["seed"]] for r in rs if r["seed"] in independent]
+    print(
+        f"| {method} | {seeds} | {mean_sd([r['members_mean'] for r in rs])} "
+        f"| {mean_sd([r['ensemble'] for r in rs])} "
+        f"| {mean_sd([r['uniform_soup']['plain'] for r in rs])} "
+        f"| {mean_sd([r['final_model'] for r in rs])} "
+        f"| {mean_sd(gains) if gains else 'n/a'} |"
+    )
