@@ -6,8 +6,9 @@
 //! layer: 1 to 3 channels) use a direct loop, since a gemm of depth 9 to 27 spends its time
 //! loading and storing its output tile.
 //!
-//! Weights are used in the engine's order, taps outermost (`[tap][cin]` along the depth):
-//! each tap of an im2col row is then one contiguous copy of a channel vector.
+//! Weights are used in the engine's order, taps outermost (`[tap][cin]` along the depth),
+//! and inputs are read from copies with a zero border: the three taps of a kernel row are
+//! then one contiguous span of `3 cin` values, read without a bounds test.
 
 use super::kernels::{chunks, elementwise, fill_rows, matmul, par_samples, Mat, CHUNK};
 use rayon::prelude::*;
@@ -33,8 +34,8 @@ pub(crate) struct Conv {
 const COL_BUDGET: usize = 1 << 16;
 
 thread_local! {
-    /// Per-thread im2col rows and their gradient, reused across calls.
-    static COLUMNS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread im2col rows, their gradient and padded images, reused across calls.
+    static COLUMNS: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
 impl Conv {
@@ -95,12 +96,12 @@ pub(crate) fn forward(x: &[f32], y: &mut [f32], params: &[f32], weights: &mut [f
         }
         fill_rows(out, bias);
         let wt = Mat::rows(wt, fin, c.cout);
-        COLUMNS.with_borrow_mut(|(col, _)| {
+        COLUMNS.with_borrow_mut(|[col, _, padded]| {
             let groups = xs.chunks(c.group() * in_len);
             for (xg, yg) in groups.zip(out.chunks_mut(c.group() * out_len)) {
                 let r = yg.len() / c.cout;
                 col.resize(r * fin, 0.0);
-                im2col(xg, col, c);
+                im2col(xg, col, padded, c);
                 matmul(yg, c.cout, Mat::rows(col, r, fin), wt, true);
             }
         });
@@ -190,12 +191,12 @@ fn gemm_backward(
 ) {
     let (fin, group) = (c.fin(), c.group());
     let (in_len, out_len) = (c.h * c.w * c.cin, c.h * c.w * c.cout);
-    COLUMNS.with_borrow_mut(|(col, dcol)| {
+    COLUMNS.with_borrow_mut(|[col, dcol, padded]| {
         let groups = xs.chunks(group * in_len).zip(dys.chunks(group * out_len));
         for (g, (xg, dyg)) in groups.enumerate() {
             let r = dyg.len() / c.cout;
             col.resize(r * fin, 0.0);
-            im2col(xg, col, c);
+            im2col(xg, col, padded, c);
             let colt = Mat {
                 data: col,
                 rows: fin,
@@ -208,7 +209,7 @@ fn gemm_backward(
                 dcol.resize(r * fin, 0.0);
                 let w = Mat::rows(w, c.cout, fin);
                 matmul(dcol, fin, Mat::rows(dyg, r, c.cout), w, false);
-                col2im(dcol, &mut din[g * group * in_len..][..xg.len()], c);
+                col2im(dcol, &mut din[g * group * in_len..][..xg.len()], padded, c);
             }
         }
     });
@@ -218,10 +219,12 @@ fn gemm_backward(
 /// inputs gathered once, then 16 output channels at a time in an accumulator that stays in
 /// registers. `K` is a constant so that the inputs stay in registers too.
 fn direct_forward<const K: usize>(xs: &[f32], out: &mut [f32], wt: &[f32], bias: &[f32], c: Conv) {
-    let (in_len, cout) = (c.h * c.w * c.cin, c.cout);
+    let cout = c.cout;
+    let mut buf = Vec::new();
+    let padded = Padded::copy_of(&mut buf, xs, c);
     let mut inputs = [0.0f32; K];
-    each_position(xs.len() / in_len, c, |px, s, y, x| {
-        gather_taps(&xs[s * in_len..][..in_len], &mut inputs, y, x, c);
+    each_position(padded.samples(), c, |px, s, y, x| {
+        padded.gather(&mut inputs, s, y, x);
         let o = &mut out[px * cout..][..cout];
         let mut blocks = o.chunks_exact_mut(16);
         for (b, block) in (&mut blocks).enumerate() {
@@ -247,85 +250,159 @@ fn direct_forward<const K: usize>(xs: &[f32], out: &mut [f32], wt: &[f32], bias:
     });
 }
 
-/// `inputs[(tap, ci)]`: the values the taps of output `(y, x)` read in `img` (0 in the
-/// padding), one im2col row.
-#[inline(always)]
-fn gather_taps(img: &[f32], inputs: &mut [f32], y: usize, x: usize, c: Conv) {
-    let cin = inputs.len() / 9;
-    for tap in 0..9 {
-        let dst = &mut inputs[tap * cin..][..cin];
-        match source(y, x, tap, c) {
-            Some(at) => elementwise(dst, &img[at * cin..][..cin], |d, v| *d = v),
-            None => dst.fill(0.0),
-        }
-    }
+/// Images with a zero border of one pixel (`(h + 2) x (w + 2) x cin` each, in storage the
+/// caller owns): the three taps of a kernel row then read one contiguous span of `3 cin`
+/// values, and no tap needs a bounds test.
+struct Padded<'a> {
+    data: &'a mut [f32],
+    c: Conv,
 }
 
-/// The adjoint of [`gather_taps`]: adds `row[(tap, ci)]` onto the input position each tap
-/// of output `(y, x)` reads in `img` (nothing for taps in the padding).
-#[inline(always)]
-fn scatter_taps(row: &[f32], img: &mut [f32], y: usize, x: usize, c: Conv) {
-    let cin = row.len() / 9;
-    for tap in 0..9 {
-        if let Some(at) = source(y, x, tap, c) {
-            let src = &row[tap * cin..][..cin];
-            elementwise(&mut img[at * cin..][..cin], src, |d, g| *d += g);
+impl<'a> Padded<'a> {
+    /// `buf` resized to `samples` padded images of zeros.
+    fn zeros(buf: &'a mut Vec<f32>, samples: usize, c: Conv) -> Self {
+        buf.clear();
+        buf.resize(samples * (c.h + 2) * (c.w + 2) * c.cin, 0.0);
+        Self { data: buf, c }
+    }
+
+    /// The images of `xs`, padded, in `buf`.
+    fn copy_of(buf: &'a mut Vec<f32>, xs: &[f32], c: Conv) -> Self {
+        let mut padded = Self::zeros(buf, xs.len() / (c.h * c.w * c.cin), c);
+        for (row, pad) in xs.chunks_exact(c.w * c.cin).zip(padded.interior_rows()) {
+            pad.copy_from_slice(row);
+        }
+        padded
+    }
+
+    /// The images inside the border, into `out` (unpadded images).
+    fn copy_interior_to(&mut self, out: &mut [f32]) {
+        let row = self.c.w * self.c.cin;
+        for (out, pad) in out.chunks_exact_mut(row).zip(self.interior_rows()) {
+            out.copy_from_slice(pad);
+        }
+    }
+
+    /// The image rows inside the border, in order (`w cin` values each).
+    fn interior_rows(&mut self) -> impl Iterator<Item = &mut [f32]> {
+        let (c, row) = (self.c, (self.c.w + 2) * self.c.cin);
+        self.data
+            .chunks_exact_mut((c.h + 2) * row)
+            .flat_map(move |img| img.chunks_exact_mut(row).skip(1).take(c.h))
+            .map(move |r| &mut r[c.cin..][..c.w * c.cin])
+    }
+
+    fn samples(&self) -> usize {
+        self.data.len() / ((self.c.h + 2) * (self.c.w + 2) * self.c.cin)
+    }
+
+    /// Where kernel row `ky` of output `(y, x)` of sample `s` starts reading.
+    #[inline(always)]
+    fn span(&self, s: usize, y: usize, x: usize, ky: usize) -> usize {
+        ((s * (self.c.h + 2) + y + ky) * (self.c.w + 2) + x) * self.c.cin
+    }
+
+    /// `row[(tap, ci)]`: what the 9 taps of output `(y, x)` of sample `s` read (one im2col
+    /// row). Inlined where `row` has a constant length, the copies are register moves.
+    #[inline(always)]
+    fn gather(&self, row: &mut [f32], s: usize, y: usize, x: usize) {
+        let len = row.len() / 3;
+        for (ky, dst) in row.chunks_exact_mut(len).enumerate() {
+            elementwise(dst, &self.data[self.span(s, y, x, ky)..][..len], |d, v| {
+                *d = v
+            });
+        }
+    }
+
+    /// The adjoint of [`Padded::gather`]: adds `row` onto what its taps read.
+    #[inline(always)]
+    fn scatter_add(&mut self, row: &[f32], s: usize, y: usize, x: usize) {
+        let len = row.len() / 3;
+        for (ky, src) in row.chunks_exact(len).enumerate() {
+            let at = self.span(s, y, x, ky);
+            elementwise(&mut self.data[at..][..len], src, |d, g| *d += g);
         }
     }
 }
 
 /// The direct path of [`backward`] for one chunk: `pw[tap, cin][cout]` and, with `din`, the
-/// input gradient.
+/// input gradient. The weight gradient runs 16 output channels at a time over every position,
+/// its `K x 16` sums held in registers (summed in position order, as a gemm over the chunk
+/// would).
 fn direct_backward<const K: usize>(
     xs: &[f32],
     dys: &[f32],
-    mut din: Option<&mut [f32]>,
+    din: Option<&mut [f32]>,
     wt: &[f32],
     pw: &mut [f32],
     c: Conv,
 ) {
-    let (in_len, cout) = (c.h * c.w * c.cin, c.cout);
-    pw.fill(0.0);
-    if let Some(din) = din.as_deref_mut() {
-        din.fill(0.0);
-    }
+    let cout = c.cout;
+    let mut buf = Vec::new();
+    let padded = Padded::copy_of(&mut buf, xs, c);
     let mut inputs = [0.0f32; K];
-    each_position(xs.len() / in_len, c, |px, s, y, x| {
-        let g = &dys[px * cout..][..cout];
-        gather_taps(&xs[s * in_len..][..in_len], &mut inputs, y, x, c);
-        for (k, &v) in inputs.iter().enumerate() {
-            elementwise(&mut pw[k * cout..][..cout], g, |p, g| *p += v * g);
+    for b in 0..cout / 16 {
+        let mut acc = [[0.0f32; 16]; K];
+        each_position(padded.samples(), c, |px, s, y, x| {
+            padded.gather(&mut inputs, s, y, x);
+            let mut g = [0.0f32; 16];
+            g.copy_from_slice(&dys[px * cout + 16 * b..][..16]);
+            for (a, &v) in acc.iter_mut().zip(&inputs) {
+                for i in 0..16 {
+                    a[i] += v * g[i];
+                }
+            }
+        });
+        for (k, a) in acc.iter().enumerate() {
+            pw[k * cout + 16 * b..][..16].copy_from_slice(a);
         }
-        if let Some(din) = din.as_deref_mut() {
+    }
+    for j in cout / 16 * 16..cout {
+        let mut acc = [0.0f32; K];
+        each_position(padded.samples(), c, |px, s, y, x| {
+            padded.gather(&mut inputs, s, y, x);
+            let g = dys[px * cout + j];
+            acc.iter_mut().zip(&inputs).for_each(|(a, &v)| *a += v * g);
+        });
+        for (k, &a) in acc.iter().enumerate() {
+            pw[k * cout + j] = a;
+        }
+    }
+    if let Some(din) = din {
+        let mut grad_buf = Vec::new();
+        let mut dpadded = Padded::zeros(&mut grad_buf, padded.samples(), c);
+        each_position(padded.samples(), c, |px, s, y, x| {
             // This position's column gradient `w g`, then added back like col2im does.
+            let g = &dys[px * cout..][..cout];
             let mut dcol = [0.0f32; K];
             for (k, d) in dcol.iter_mut().enumerate() {
                 let w = &wt[k * cout..][..cout];
                 *d = g.iter().zip(w).map(|(&g, &w)| g * w).sum::<f32>();
             }
-            scatter_taps(&dcol, &mut din[s * in_len..][..in_len], y, x, c);
-        }
-    });
+            dpadded.scatter_add(&dcol, s, y, x);
+        });
+        dpadded.copy_interior_to(din);
+    }
 }
 
 /// `col[(s, y, x), (tap, ci)] = input[s, y + ky - 1, x + kx - 1, ci]` (0 outside), with
-/// `tap = ky * 3 + kx`: the rows of the conv for the samples of `input`.
-fn im2col(input: &[f32], col: &mut [f32], c: Conv) {
-    let (in_len, fin) = (c.h * c.w * c.cin, c.fin());
-    each_position(input.len() / in_len, c, |row, s, y, x| {
-        let img = &input[s * in_len..][..in_len];
-        gather_taps(img, &mut col[row * fin..][..fin], y, x, c);
+/// `tap = ky * 3 + kx`: the rows of the conv for the samples of `input` (`buf`: scratch).
+fn im2col(input: &[f32], col: &mut [f32], buf: &mut Vec<f32>, c: Conv) {
+    let padded = Padded::copy_of(buf, input, c);
+    let fin = c.fin();
+    each_position(padded.samples(), c, |row, s, y, x| {
+        padded.gather(&mut col[row * fin..][..fin], s, y, x)
     });
 }
 
 /// The adjoint of [`im2col`]: sums the column gradients back onto the input positions.
-fn col2im(col: &[f32], dinput: &mut [f32], c: Conv) {
-    let (in_len, fin) = (c.h * c.w * c.cin, c.fin());
-    dinput.fill(0.0);
-    each_position(dinput.len() / in_len, c, |row, s, y, x| {
-        let img = &mut dinput[s * in_len..][..in_len];
-        scatter_taps(&col[row * fin..][..fin], img, y, x, c);
+fn col2im(col: &[f32], dinput: &mut [f32], buf: &mut Vec<f32>, c: Conv) {
+    let mut padded = Padded::zeros(buf, dinput.len() / (c.h * c.w * c.cin), c);
+    let fin = c.fin();
+    each_position(padded.samples(), c, |row, s, y, x| {
+        padded.scatter_add(&col[row * fin..][..fin], s, y, x)
     });
+    padded.copy_interior_to(dinput);
 }
 
 /// Calls `f(position, sample, y, x)` for every output position of `samples` images, in
@@ -340,12 +417,4 @@ fn each_position(samples: usize, c: Conv, mut f: impl FnMut(usize, usize, usize,
             }
         }
     }
-}
-
-/// The input position (`iy * w + ix`) that tap `tap` (`ky * 3 + kx`) of output `(y, x)`
-/// reads, or `None` in the zero padding.
-#[inline(always)]
-fn source(y: usize, x: usize, tap: usize, c: Conv) -> Option<usize> {
-    let (iy, ix) = ((y + tap / 3).wrapping_sub(1), (x + tap % 3).wrapping_sub(1));
-    (iy < c.h && ix < c.w).then(|| iy * c.w + ix)
 }
