@@ -10,24 +10,13 @@
 //! and inputs are read from copies with a zero border: the three taps of a kernel row are
 //! then one contiguous span of `3 cin` values, read without a bounds test.
 
-use super::kernels::{chunks, elementwise, fill_rows, matmul, par_samples, Mat, CHUNK};
+use super::kernels::{chunks, elementwise, fill_rows, matmul, par_samples, Batched, Mat, CHUNK};
+use super::spec::ConvLayer;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// Sizes and tensor offsets of a conv in a population of `p` members, `b` samples each,
-/// `n` parameters per member.
-#[derive(Clone, Copy)]
-pub(crate) struct Conv {
-    pub p: usize,
-    pub b: usize,
-    pub n: usize,
-    pub cin: usize,
-    pub cout: usize,
-    pub h: usize,
-    pub w: usize,
-    pub weight: usize,
-    pub bias: usize,
-}
+/// A conv layer in a population (derefs to its [`ConvLayer`]: `c.cin`, `c.h`, ...).
+pub(crate) type Conv = Batched<ConvLayer>;
 
 /// im2col values built at once: a group of samples whose rows (and their gradient in the
 /// backward pass) stay in L2. Fixed by the shape alone, like every summation order.

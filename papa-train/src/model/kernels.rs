@@ -12,6 +12,24 @@ pub(crate) const CHUNK: usize = 16;
 /// split changes no bits; big blocks pack the (large) weight fewer times.
 pub(crate) const ROW_BLOCK: usize = 64;
 
+/// A layer's shape (`L`) in a population of `p` members, `b` samples each, `n` parameters
+/// per member: what a layer's kernels are given. Derefs to the layer.
+#[derive(Clone, Copy)]
+pub(crate) struct Batched<L> {
+    pub p: usize,
+    pub b: usize,
+    pub n: usize,
+    pub layer: L,
+}
+
+impl<L> std::ops::Deref for Batched<L> {
+    type Target = L;
+
+    fn deref(&self) -> &L {
+        &self.layer
+    }
+}
+
 /// A read-only strided matrix: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
 pub(crate) struct Mat<'a> {

@@ -3,9 +3,9 @@
 
 use super::conv::{self, Conv};
 use super::kernels::{
-    self, chunks, fill_rows, matmul, par_sample_blocks, par_samples, Mat, CHUNK, ROW_BLOCK,
+    self, chunks, fill_rows, matmul, par_sample_blocks, par_samples, Batched, Mat, CHUNK, ROW_BLOCK,
 };
-use super::spec::{ModelSpec, Op};
+use super::spec::{ConvLayer, LinearLayer, ModelSpec, Op};
 use super::{Error, BN_EPS, BN_MOMENTUM};
 use rayon::prelude::*;
 
@@ -145,7 +145,7 @@ impl Network {
                 acts.push(vec![0.0; rows * op.out_len()]);
             }
             let (weights, stats, norm) = match op {
-                Op::Conv { cin, cout, .. } => {
+                Op::Conv(ConvLayer { cin, cout, .. }) => {
                     max_conv = max_conv.max(cout * (cin * 9 + 1));
                     (
                         vec![0.0; Conv::weights_len(population, cin, cout)],
@@ -252,8 +252,8 @@ impl Network {
             .repairable_op(layer)
             .ok_or(Error::NoSuchLayer(layer))?];
         let (positions, channels) = match step.op {
-            Op::Conv { cout, h, w, .. } => (h * w, cout),
-            Op::Linear { fout, .. } => (1, fout),
+            Op::Conv(ConvLayer { cout, h, w, .. }) => (h * w, cout),
+            Op::Linear(LinearLayer { fout, .. }) => (1, fout),
             _ => return Err(Error::NoSuchLayer(layer)),
         };
         let len = self.population * self.batch * positions * channels;
@@ -418,48 +418,8 @@ fn forward_step(
     let sample_in =
         |m: usize, s: &std::ops::Range<usize>| &x[(m * b + s.start) * in_len..][..s.len() * in_len];
     match step.op {
-        Op::Conv {
-            cin,
-            cout,
-            h,
-            w,
-            weight,
-            bias,
-        } => {
-            let shape = Conv {
-                p,
-                b,
-                n,
-                cin,
-                cout,
-                h,
-                w,
-                weight,
-                bias,
-            };
-            conv::forward(x, y, params, &mut step.weights, shape);
-        }
-        Op::Linear {
-            fin,
-            fout,
-            weight,
-            bias,
-        } => {
-            dense_forward(
-                x,
-                y,
-                params,
-                Dense {
-                    p,
-                    b,
-                    n,
-                    fin,
-                    fout,
-                    weight,
-                    bias,
-                },
-            );
-        }
+        Op::Conv(layer) => conv::forward(x, y, params, &mut step.weights, Conv { p, b, n, layer }),
+        Op::Linear(layer) => dense_forward(x, y, params, Dense { p, b, n, layer }),
         Op::BatchNorm {
             c,
             spatial,
@@ -597,42 +557,16 @@ fn backward_step(
                 });
             return false;
         }
-        Op::Conv {
-            cin,
-            cout,
-            h,
-            w,
-            weight,
-            bias,
-        } => {
-            let shape = Conv {
-                p,
-                b,
-                n,
-                cin,
-                cout,
-                h,
-                w,
-                weight,
-                bias,
-            };
-            conv::backward(x, dout, din, (&step.weights, conv_partials), grads, shape);
-        }
-        Op::Linear {
-            fin,
-            fout,
-            weight,
-            bias,
-        } => {
-            let d = Dense {
-                p,
-                b,
-                n,
-                fin,
-                fout,
-                weight,
-                bias,
-            };
+        Op::Conv(layer) => conv::backward(
+            x,
+            dout,
+            din,
+            (&step.weights, conv_partials),
+            grads,
+            Conv { p, b, n, layer },
+        ),
+        Op::Linear(layer) => {
+            let d = Dense { p, b, n, layer };
             dense_weight_grads(x, dout, grads, d);
             if let Some(din) = din {
                 dense_input_grads(dout, din, params, d);
@@ -717,29 +651,12 @@ fn backward_step(
     true
 }
 
-/// Sizes and tensor offsets of a linear layer.
-#[derive(Clone, Copy)]
-struct Dense {
-    p: usize,
-    b: usize,
-    n: usize,
-    fin: usize,
-    fout: usize,
-    weight: usize,
-    bias: usize,
-}
+/// A linear layer in a population (derefs to its [`LinearLayer`]).
+type Dense = Batched<LinearLayer>;
 
 /// `y[s, fout] = x[s, fin] * W^T + bias`, per (member, block of samples).
 fn dense_forward(x: &[f32], y: &mut [f32], params: &[f32], d: Dense) {
-    let Dense {
-        b,
-        n,
-        fin,
-        fout,
-        weight,
-        bias,
-        ..
-    } = d;
+    let (b, n, fin, fout, weight, bias) = (d.b, d.n, d.fin, d.fout, d.weight, d.bias);
     par_sample_blocks(y, (d.p, b, fout), ROW_BLOCK, |m, s, out| {
         let member = &params[m * n..][..n];
         fill_rows(out, &member[bias..bias + fout]);
@@ -759,15 +676,7 @@ fn dense_forward(x: &[f32], y: &mut [f32], params: &[f32], d: Dense) {
 /// can be large, so per-chunk partials as for a conv would cost memory, and the batch is a
 /// short `k`).
 fn dense_weight_grads(x: &[f32], dy: &[f32], grads: &mut [f32], d: Dense) {
-    let Dense {
-        b,
-        n,
-        fin,
-        fout,
-        weight,
-        bias,
-        ..
-    } = d;
+    let (b, n, fin, fout, weight, bias) = (d.b, d.n, d.fin, d.fout, d.weight, d.bias);
     grads
         .par_chunks_mut(n)
         .take(d.p)
@@ -805,14 +714,7 @@ fn dense_weight_grads(x: &[f32], dy: &[f32], grads: &mut [f32], d: Dense) {
 
 /// `dx[s, fin] = dy[s, fout] * W`, per (member, block of samples).
 fn dense_input_grads(dy: &[f32], dx: &mut [f32], params: &[f32], d: Dense) {
-    let Dense {
-        b,
-        n,
-        fin,
-        fout,
-        weight,
-        ..
-    } = d;
+    let (b, n, fin, fout, weight) = (d.b, d.n, d.fin, d.fout, d.weight);
     par_sample_blocks(dx, (d.p, b, fin), ROW_BLOCK, |m, s, out| {
         let dyr = &dy[(m * b + s.start) * fout..][..s.len() * fout];
         let wt = &params[m * n + weight..][..fout * fin];

@@ -98,23 +98,32 @@ pub struct RepairableLayer {
     pub batch_norm: Option<String>,
 }
 
+/// A 3x3, padding-1 conv: its channels, its (input and output) image size, and where its
+/// weight and bias sit in a member's vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConvLayer {
+    pub cin: usize,
+    pub cout: usize,
+    pub h: usize,
+    pub w: usize,
+    pub weight: usize,
+    pub bias: usize,
+}
+
+/// A linear layer: its sizes and where its weight and bias sit in a member's vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LinearLayer {
+    pub fin: usize,
+    pub fout: usize,
+    pub weight: usize,
+    pub bias: usize,
+}
+
 /// Where a layer's tensors sit in a member's vector, and the sizes it works on (per sample).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
-    Conv {
-        cin: usize,
-        cout: usize,
-        h: usize,
-        w: usize,
-        weight: usize,
-        bias: usize,
-    },
-    Linear {
-        fin: usize,
-        fout: usize,
-        weight: usize,
-        bias: usize,
-    },
+    Conv(ConvLayer),
+    Linear(LinearLayer),
     BatchNorm {
         c: usize,
         spatial: usize,
@@ -143,8 +152,8 @@ impl Op {
     /// Values per sample this op reads.
     pub(crate) fn in_len(&self) -> usize {
         match *self {
-            Op::Conv { cin, h, w, .. } => cin * h * w,
-            Op::Linear { fin, .. } => fin,
+            Op::Conv(ConvLayer { cin, h, w, .. }) => cin * h * w,
+            Op::Linear(LinearLayer { fin, .. }) => fin,
             Op::BatchNorm { c, spatial, .. } => c * spatial,
             Op::Relu { len } => len,
             Op::MaxPool { c, h, w } | Op::Flatten { c, h, w } => c * h * w,
@@ -154,8 +163,8 @@ impl Op {
     /// Values per sample this op writes.
     pub(crate) fn out_len(&self) -> usize {
         match *self {
-            Op::Conv { cout, h, w, .. } => cout * h * w,
-            Op::Linear { fout, .. } => fout,
+            Op::Conv(ConvLayer { cout, h, w, .. }) => cout * h * w,
+            Op::Linear(LinearLayer { fout, .. }) => fout,
             Op::MaxPool { c, h, w } => c * (h / 2) * (w / 2),
             _ => self.in_len(),
         }
@@ -219,14 +228,14 @@ impl ModelSpec {
                     );
                     let bias = b.push(format!("{name}.bias"), vec![*out], TensorKind::Bias);
                     shape = Shape::Spatial(*out, h, w);
-                    Op::Conv {
+                    Op::Conv(ConvLayer {
                         cin: c,
                         cout: *out,
                         h,
                         w,
                         weight,
                         bias,
-                    }
+                    })
                 }
                 (Layer::Linear { out }, Shape::Flat(n)) if *out > 0 => {
                     b.linears += 1;
@@ -236,12 +245,12 @@ impl ModelSpec {
                         b.push(format!("{name}.weight"), vec![*out, n], TensorKind::Weight);
                     let bias = b.push(format!("{name}.bias"), vec![*out], TensorKind::Bias);
                     shape = Shape::Flat(*out);
-                    Op::Linear {
+                    Op::Linear(LinearLayer {
                         fin: n,
                         fout: *out,
                         weight,
                         bias,
-                    }
+                    })
                 }
                 (Layer::BatchNorm, _) => {
                     let (c, spatial) = match shape {
@@ -292,7 +301,8 @@ impl ModelSpec {
             }
             if let (
                 Some(prefix),
-                Op::Conv { cout: channels, .. } | Op::Linear { fout: channels, .. },
+                Op::Conv(ConvLayer { cout: channels, .. })
+                | Op::Linear(LinearLayer { fout: channels, .. }),
             ) = (dense, op)
             {
                 if Some(i) != last_linear {
@@ -462,19 +472,19 @@ pub fn init_member(spec: &ModelSpec, rng: &mut Rng, out: &mut [f32]) -> Result<(
     }
     for op in &spec.ops {
         let (fan_in, fout, weight, bias) = match *op {
-            Op::Conv {
+            Op::Conv(ConvLayer {
                 cin,
                 cout,
                 weight,
                 bias,
                 ..
-            } => (cin * 9, cout, weight, bias),
-            Op::Linear {
+            }) => (cin * 9, cout, weight, bias),
+            Op::Linear(LinearLayer {
                 fin,
                 fout,
                 weight,
                 bias,
-            } => (fin, fout, weight, bias),
+            }) => (fin, fout, weight, bias),
             Op::BatchNorm {
                 c,
                 scale,
