@@ -106,6 +106,18 @@ fn toml_overrides_defaults_and_refuses_unknown_keys() {
     assert!(err.contains("popualtion"), "{err}");
 }
 
+/// The shipped replica setting loads and differs from the defaults only in the crop.
+#[test]
+fn replica_config_changes_only_the_crop() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/replica.toml");
+    let cfg = TrainConfig::from_file(&path).unwrap();
+    let expected = TrainConfig {
+        crop_padding: 1,
+        ..TrainConfig::default()
+    };
+    assert_eq!(format!("{cfg:?}"), format!("{expected:?}"));
+}
+
 /// The default pull keeps the paper's half-life as a fraction of the run: after the whole run
 /// without training, the distance to the mean shrinks by the same factor as in the paper's
 /// 20,000 applications of a = 0.99, until the pull reaches its floor in very short runs.
