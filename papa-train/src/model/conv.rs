@@ -23,7 +23,8 @@ pub(crate) type Conv = Batched<ConvLayer>;
 const COL_BUDGET: usize = 1 << 16;
 
 thread_local! {
-    /// Per-thread im2col rows, their gradient and padded images, reused across calls.
+    /// Per-thread scratch, reused across calls: im2col rows, their gradient (or a padded
+    /// input gradient) and padded images.
     static COLUMNS: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
@@ -208,34 +209,35 @@ fn gemm_backward(
 /// inputs gathered once, then 16 output channels at a time in an accumulator that stays in
 /// registers. `K` is a constant so that the inputs stay in registers too.
 fn direct_forward<const K: usize>(xs: &[f32], out: &mut [f32], wt: &[f32], bias: &[f32], c: Conv) {
-    let cout = c.cout;
-    let mut buf = Vec::new();
-    let padded = Padded::copy_of(&mut buf, xs, c);
-    let mut inputs = [0.0f32; K];
-    each_position(padded.samples(), c, |px, s, y, x| {
-        padded.gather(&mut inputs, s, y, x);
-        let o = &mut out[px * cout..][..cout];
-        let mut blocks = o.chunks_exact_mut(16);
-        for (b, block) in (&mut blocks).enumerate() {
-            let mut acc = [0.0f32; 16];
-            acc.copy_from_slice(&bias[16 * b..][..16]);
-            for (k, &v) in inputs.iter().enumerate() {
-                let mut w = [0.0f32; 16];
-                w.copy_from_slice(&wt[k * cout + 16 * b..][..16]);
-                for i in 0..16 {
-                    acc[i] += v * w[i];
+    COLUMNS.with_borrow_mut(|[_, _, buf]| {
+        let cout = c.cout;
+        let padded = Padded::copy_of(buf, xs, c);
+        let mut inputs = [0.0f32; K];
+        each_position(padded.samples(), c, |px, s, y, x| {
+            padded.gather(&mut inputs, s, y, x);
+            let o = &mut out[px * cout..][..cout];
+            let mut blocks = o.chunks_exact_mut(16);
+            for (b, block) in (&mut blocks).enumerate() {
+                let mut acc = [0.0f32; 16];
+                acc.copy_from_slice(&bias[16 * b..][..16]);
+                for (k, &v) in inputs.iter().enumerate() {
+                    let mut w = [0.0f32; 16];
+                    w.copy_from_slice(&wt[k * cout + 16 * b..][..16]);
+                    for i in 0..16 {
+                        acc[i] += v * w[i];
+                    }
+                }
+                block.copy_from_slice(&acc);
+            }
+            let rest = blocks.into_remainder();
+            let first = cout - rest.len();
+            for (j, o) in rest.iter_mut().enumerate() {
+                *o = bias[first + j];
+                for (k, &v) in inputs.iter().enumerate() {
+                    *o += v * wt[k * cout + first + j];
                 }
             }
-            block.copy_from_slice(&acc);
-        }
-        let rest = blocks.into_remainder();
-        let first = cout - rest.len();
-        for (j, o) in rest.iter_mut().enumerate() {
-            *o = bias[first + j];
-            for (k, &v) in inputs.iter().enumerate() {
-                *o += v * wt[k * cout + first + j];
-            }
-        }
+        });
     });
 }
 
@@ -326,52 +328,52 @@ fn direct_backward<const K: usize>(
     pw: &mut [f32],
     c: Conv,
 ) {
-    let cout = c.cout;
-    let mut buf = Vec::new();
-    let padded = Padded::copy_of(&mut buf, xs, c);
-    let mut inputs = [0.0f32; K];
-    for b in 0..cout / 16 {
-        let mut acc = [[0.0f32; 16]; K];
-        each_position(padded.samples(), c, |px, s, y, x| {
-            padded.gather(&mut inputs, s, y, x);
-            let mut g = [0.0f32; 16];
-            g.copy_from_slice(&dys[px * cout + 16 * b..][..16]);
-            for (a, &v) in acc.iter_mut().zip(&inputs) {
-                for i in 0..16 {
-                    a[i] += v * g[i];
+    COLUMNS.with_borrow_mut(|[_, grad_buf, buf]| {
+        let cout = c.cout;
+        let padded = Padded::copy_of(buf, xs, c);
+        let mut inputs = [0.0f32; K];
+        for b in 0..cout / 16 {
+            let mut acc = [[0.0f32; 16]; K];
+            each_position(padded.samples(), c, |px, s, y, x| {
+                padded.gather(&mut inputs, s, y, x);
+                let mut g = [0.0f32; 16];
+                g.copy_from_slice(&dys[px * cout + 16 * b..][..16]);
+                for (a, &v) in acc.iter_mut().zip(&inputs) {
+                    for i in 0..16 {
+                        a[i] += v * g[i];
+                    }
                 }
+            });
+            for (k, a) in acc.iter().enumerate() {
+                pw[k * cout + 16 * b..][..16].copy_from_slice(a);
             }
-        });
-        for (k, a) in acc.iter().enumerate() {
-            pw[k * cout + 16 * b..][..16].copy_from_slice(a);
         }
-    }
-    for j in cout / 16 * 16..cout {
-        let mut acc = [0.0f32; K];
-        each_position(padded.samples(), c, |px, s, y, x| {
-            padded.gather(&mut inputs, s, y, x);
-            let g = dys[px * cout + j];
-            acc.iter_mut().zip(&inputs).for_each(|(a, &v)| *a += v * g);
-        });
-        for (k, &a) in acc.iter().enumerate() {
-            pw[k * cout + j] = a;
-        }
-    }
-    if let Some(din) = din {
-        let mut grad_buf = Vec::new();
-        let mut dpadded = Padded::zeros(&mut grad_buf, padded.samples(), c);
-        each_position(padded.samples(), c, |px, s, y, x| {
-            // This position's column gradient `w g`, then added back like col2im does.
-            let g = &dys[px * cout..][..cout];
-            let mut dcol = [0.0f32; K];
-            for (k, d) in dcol.iter_mut().enumerate() {
-                let w = &wt[k * cout..][..cout];
-                *d = g.iter().zip(w).map(|(&g, &w)| g * w).sum::<f32>();
+        for j in cout / 16 * 16..cout {
+            let mut acc = [0.0f32; K];
+            each_position(padded.samples(), c, |px, s, y, x| {
+                padded.gather(&mut inputs, s, y, x);
+                let g = dys[px * cout + j];
+                acc.iter_mut().zip(&inputs).for_each(|(a, &v)| *a += v * g);
+            });
+            for (k, &a) in acc.iter().enumerate() {
+                pw[k * cout + j] = a;
             }
-            dpadded.scatter_add(&dcol, s, y, x);
-        });
-        dpadded.copy_interior_to(din);
-    }
+        }
+        if let Some(din) = din {
+            let mut dpadded = Padded::zeros(grad_buf, padded.samples(), c);
+            each_position(padded.samples(), c, |px, s, y, x| {
+                // This position's column gradient `w g`, then added back like col2im does.
+                let g = &dys[px * cout..][..cout];
+                let mut dcol = [0.0f32; K];
+                for (k, d) in dcol.iter_mut().enumerate() {
+                    let w = &wt[k * cout..][..cout];
+                    *d = g.iter().zip(w).map(|(&g, &w)| g * w).sum::<f32>();
+                }
+                dpadded.scatter_add(&dcol, s, y, x);
+            });
+            dpadded.copy_interior_to(din);
+        }
+    });
 }
 
 /// `col[(s, y, x), (tap, ci)] = input[s, y + ky - 1, x + kx - 1, ci]` (0 outside), with
