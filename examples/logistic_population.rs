@@ -9,6 +9,7 @@ use papa_core::rng::Rng;
 use papa_core::rules::{average, gradual, Options, Weights};
 use papa_core::schedule::{effective_alpha, Schedule};
 use papa_train::data::{self, Dataset};
+use papa_train::model::argmax;
 
 const MEMBERS: usize = 4;
 const EPOCHS: usize = 3;
@@ -75,13 +76,9 @@ impl Shape {
     }
 }
 
-fn argmax(v: &[f32]) -> usize {
-    (0..v.len()).fold(0, |best, k| if v[k] > v[best] { k } else { best })
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut splits = data::load("fashion-mnist", 0.1, 0)?;
-    splits.normalize();
+    splits.normalize()?;
     let (train, test) = (&splits.train, &splits.test);
     let shape = Shape {
         features: train.sample_len(),

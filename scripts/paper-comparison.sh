@@ -7,7 +7,7 @@
 #   scripts/paper-comparison.sh [SEEDS...]      (default: 0 1 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p papa-train --bin papa
+cargo build --release -p papa-cli --bin papa
 papa=target/release/papa
 seeds=("$@")
 [[ ${#seeds[@]} -gt 0 ]] || seeds=(0 1 2)

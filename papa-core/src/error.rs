@@ -140,15 +140,66 @@ impl fmt::Display for Error {
 
 impl core::error::Error for Error {}
 
-/// Fails with [`Error::LengthMismatch`] naming `what` when a length is not the one needed.
-pub(crate) fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
-    if expected != found {
-        return Err(Error::LengthMismatch {
+/// A buffer of the wrong length: the one length error of every papa crate (papa-core's own
+/// functions report it as [`Error::LengthMismatch`], which also says which list item).
+///
+/// ```
+/// use papa_core::LengthMismatch;
+/// assert!(LengthMismatch::check("input", 4, 4).is_ok());
+/// let e = LengthMismatch::check("input", 4, 3).unwrap_err();
+/// assert_eq!(e.to_string(), "input has length 3, expected 4");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LengthMismatch {
+    /// Which argument was wrong (e.g. `"params"`, `"input"`).
+    pub what: &'static str,
+    /// The length that was needed.
+    pub expected: usize,
+    /// The length that was given.
+    pub found: usize,
+}
+
+impl LengthMismatch {
+    /// `Ok` when `found == expected`, else the mismatch naming `what`.
+    pub fn check(what: &'static str, expected: usize, found: usize) -> Result<(), Self> {
+        if expected == found {
+            Ok(())
+        } else {
+            Err(Self {
+                what,
+                expected,
+                found,
+            })
+        }
+    }
+}
+
+impl fmt::Display for LengthMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
             what,
-            index: None,
             expected,
             found,
-        });
+        } = self;
+        write!(f, "{what} has length {found}, expected {expected}")
     }
-    Ok(())
+}
+
+impl core::error::Error for LengthMismatch {}
+
+impl From<LengthMismatch> for Error {
+    fn from(e: LengthMismatch) -> Self {
+        Error::LengthMismatch {
+            what: e.what,
+            index: None,
+            expected: e.expected,
+            found: e.found,
+        }
+    }
+}
+
+/// Fails with [`Error::LengthMismatch`] naming `what` when a length is not the one needed.
+pub(crate) fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
+    Ok(LengthMismatch::check(what, expected, found)?)
 }

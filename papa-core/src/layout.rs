@@ -38,7 +38,7 @@ pub enum Policy {
 
 impl TensorKind {
     /// The averaging policy of this kind: counters take the max, everything else is averaged
-    /// (running statistics included, as DESIGN.md prescribes).
+    /// (running statistics included, as the paper's code does).
     pub const fn policy(self) -> Policy {
         match self {
             TensorKind::Counter => Policy::Max,

@@ -43,7 +43,7 @@ pub mod rules;
 pub mod schedule;
 pub mod soup;
 
-pub use error::Error;
+pub use error::{Error, LengthMismatch};
 
 /// How far the sum of averaging weights may stray from 1.
 pub const WEIGHT_SUM_TOLERANCE: f32 = 1e-4;

@@ -112,7 +112,7 @@ pub fn effective_alpha(alpha: f32, lr_now: f32, lr_start: f32) -> Result<f32, Er
 ///
 /// Why: with uniform weights the gradual rule keeps the mean m and shrinks every w_j - m by
 /// alpha, so n applications alone leave alpha^n of the distance. The paper's a = 0.99 every
-/// 10 steps was tuned for runs of ~200k steps; DESIGN.md measured that in a 12-epoch run it
+/// 10 steps was tuned for runs of ~200k steps; a PyTorch replica showed that in a 12-epoch run it
 /// does not bring differently initialised members close enough to average (their uniform
 /// soup stayed at chance). Stating the pull as the fraction left after the whole run makes
 /// its total strength independent of the run's length and schedule, so a value tuned once

@@ -3,9 +3,8 @@
 //! Run with `cargo bench -p papa-train --bench model_step [-- P...]`.
 
 use papa_core::rng::Rng;
-use papa_train::model::{
-    init_member, soft_cross_entropy, Input, Mode, ModelKind, ModelSpec, Network,
-};
+use papa_model::zoo;
+use papa_train::model::{soft_cross_entropy, Input, Mode, ModelSpec, Network};
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -14,14 +13,15 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let sizes = if sizes.is_empty() { vec![1, 8] } else { sizes };
-    let spec = ModelSpec::new(ModelKind::CnnS, 1, 28, 28, 10).expect("CnnS spec");
+    let spec = ModelSpec::new(&zoo::cnn_s(10), [1, 28, 28], 10).expect("CnnS spec");
     let batch = 128;
     for p in sizes {
         let n = spec.len();
         let mut params = vec![0.0; p * n];
         let rng = Rng::new(0);
         for (j, member) in params.chunks_mut(n).enumerate() {
-            init_member(&spec, &mut rng.fork(j as u64), member).expect("member length");
+            spec.init_member(&mut rng.fork(j as u64), member)
+                .expect("member length");
         }
         let mut data = Rng::new(1);
         let input: Vec<f32> = (0..p * batch * spec.input_len())

@@ -6,6 +6,7 @@
 //! comes from the [`Rng`] the caller passes, so a member's batches are reproducible.
 
 use papa_core::rng::Rng;
+use papa_core::LengthMismatch;
 
 /// Mixup strengths of the grid (Beta parameter; 0 = off).
 pub const MIXUP_GRID: [f32; 3] = [0.0, 0.5, 1.0];
@@ -113,15 +114,8 @@ pub fn draw_recipes(run_seed: u64, population: usize, base: Recipe) -> Vec<Recip
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AugmentError {
     /// A buffer's length disagrees with the batch shape.
-    #[error("{what}: expected {expected} values, got {got}")]
-    Length {
-        /// Which buffer.
-        what: &'static str,
-        /// Length the shape requires.
-        expected: usize,
-        /// Length given.
-        got: usize,
-    },
+    #[error(transparent)]
+    Length(#[from] LengthMismatch),
     /// A label is not below the number of classes.
     #[error("label {label} of sample {index} out of range [0, {classes})")]
     Label {
@@ -285,16 +279,8 @@ pub fn augment_batch(
     Ok(())
 }
 
-fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), AugmentError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(AugmentError::Length {
-            what,
-            expected,
-            got,
-        })
-    }
+fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), AugmentError> {
+    Ok(LengthMismatch::check(what, expected, found)?)
 }
 
 /// Crops `plane` (`h x w`) out of its copy padded by `pad` on each side, at offset

@@ -1,24 +1,20 @@
 //! Checkpoints: files written atomically, models and training state in safetensors.
 //!
 //! Every file the project writes goes through [`write_atomic`], so a crash or a full disk
-//! leaves either the old file or the new one, never a half-written mix. Models are stored
-//! as one f32 tensor per layout tensor under its PyTorch `state_dict` name, so that
-//! `safetensors.torch.load_file` gives a loadable `state_dict`; a `"layout"` metadata entry
-//! records where each tensor sits in the flat member vector, so [`load_model`] rebuilds that
-//! vector bit-exactly without knowing the model.
+//! leaves either the old file or the new one, never a half-written mix. Models are
+//! papa-model's model files (one f32 tensor per layout tensor under its PyTorch `state_dict`
+//! name, and the model card), so [`load_model`] rebuilds the model and its flat vector
+//! bit-exactly from the file alone.
 
-use crate::model::ModelSpec;
-use papa_core::layout::TensorKind;
+use papa_model::card::ModelCard;
+use papa_model::file::{self, FileError, ModelFile};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Metadata key of the layout entry written by [`save_model`].
-pub const LAYOUT_KEY: &str = "layout";
 /// Metadata key of the run state written by [`save_state`].
 pub const STATE_KEY: &str = "state";
 
@@ -51,15 +47,23 @@ pub enum CheckpointError {
         /// The missing tensor's name.
         tensor: String,
     },
-    /// A tensor has the wrong dtype or shape, or its data does not fit the layout.
-    #[error("{}: tensor `{tensor}`: {reason}", path.display())]
+    /// A training-state tensor is not f32.
+    #[error("{}: tensor `{tensor}` is {dtype:?}, expected F32", path.display())]
     BadTensor {
         /// The file concerned.
         path: PathBuf,
         /// The tensor's name.
         tensor: String,
+        /// Its dtype.
+        dtype: Dtype,
+    },
+    /// A model file is unreadable, or a model cannot be written (nothing was written).
+    #[error("{}: {source}", path.display())]
+    Model {
+        /// The file concerned.
+        path: PathBuf,
         /// What was wrong.
-        reason: String,
+        source: FileError,
     },
     /// The caller's inputs are inconsistent (nothing was written).
     #[error("{}: cannot save: {reason}", path.display())]
@@ -71,17 +75,6 @@ pub enum CheckpointError {
     },
 }
 
-/// A model read back by [`load_model`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct LoadedModel {
-    /// The flat member vector (N values), in layout order.
-    pub params: Vec<f32>,
-    /// Name and shape of each tensor, in layout order.
-    pub tensors: Vec<(String, Vec<usize>)>,
-    /// The caller's metadata as saved (without the `"layout"` entry).
-    pub metadata: BTreeMap<String, String>,
-}
-
 /// Training state read back by [`load_state`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoadedState {
@@ -89,15 +82,6 @@ pub struct LoadedState {
     pub buffers: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     /// The run's state as saved (a JSON document).
     pub state_json: String,
-}
-
-/// One entry of the `"layout"` metadata: where a tensor sits in the flat vector.
-#[derive(Serialize, Deserialize)]
-struct LayoutEntry {
-    name: String,
-    shape: Vec<usize>,
-    offset: usize,
-    kind: String,
 }
 
 /// Distinguishes temp files of concurrent writers within one process (the pid alone
@@ -154,20 +138,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
         let _ = d.sync_all();
     }
     Ok(())
-}
-
-/// Stable on-disk name of a tensor kind (independent of the Rust enum's spelling).
-fn kind_name(kind: TensorKind) -> &'static str {
-    match kind {
-        TensorKind::Weight => "weight",
-        TensorKind::Bias => "bias",
-        TensorKind::BnScale => "bn_scale",
-        TensorKind::BnShift => "bn_shift",
-        TensorKind::BnRunningMean => "bn_running_mean",
-        TensorKind::BnRunningVar => "bn_running_var",
-        TensorKind::Counter => "counter",
-        TensorKind::Other => "other",
-    }
 }
 
 /// Little-endian bytes of `values`, whatever the host's byte order (safetensors is LE).
@@ -232,29 +202,14 @@ fn metadata_of(path: &Path, buffer: &[u8]) -> Result<BTreeMap<String, String>, C
         .unwrap_or_default())
 }
 
-/// Decodes an f32 tensor, checking its dtype (and its shape when `expected` is given).
-fn decode_f32(
-    path: &Path,
-    name: &str,
-    view: &TensorView<'_>,
-    expected: Option<&[usize]>,
-) -> Result<Vec<f32>, CheckpointError> {
-    let bad = |reason: String| CheckpointError::BadTensor {
-        path: path.to_path_buf(),
-        tensor: name.to_string(),
-        reason,
-    };
+/// Decodes an f32 tensor, checking its dtype.
+fn decode_f32(path: &Path, name: &str, view: &TensorView<'_>) -> Result<Vec<f32>, CheckpointError> {
     if view.dtype() != Dtype::F32 {
-        return Err(bad(format!("dtype is {:?}, expected F32", view.dtype())));
-    }
-    if let Some(shape) = expected {
-        if view.shape() != shape {
-            return Err(bad(format!(
-                "shape is {:?}, the layout says {:?}",
-                view.shape(),
-                shape
-            )));
-        }
+        return Err(CheckpointError::BadTensor {
+            path: path.to_path_buf(),
+            tensor: name.to_string(),
+            dtype: view.dtype(),
+        });
     }
     Ok(view
         .data()
@@ -263,114 +218,28 @@ fn decode_f32(
         .collect())
 }
 
-/// Saves one model: one f32 tensor per layout tensor, named by its `state_dict` name and
-/// with its shape (`[]` for scalar counters), plus `metadata` and a `"layout"` entry.
+/// Saves one model (`params`, one member) with its card, atomically.
 ///
-/// `params` is the flat member vector (`spec.len()` values). `metadata` carries whatever a
-/// reader needs to use the model (model name, input shape, classes, normalisation, ...);
-/// its key `"layout"` is reserved. The file is written with [`write_atomic`].
-pub fn save_model(
-    path: &Path,
-    spec: &ModelSpec,
-    params: &[f32],
-    metadata: &BTreeMap<String, String>,
-) -> Result<(), CheckpointError> {
-    let invalid = |reason: String| CheckpointError::InvalidInput {
+/// Fails without writing when the card does not make a model or `params` does not fill it.
+pub fn save_model(path: &Path, card: &ModelCard, params: &[f32]) -> Result<(), CheckpointError> {
+    let bytes = file::encode(card, params).map_err(|source| CheckpointError::Model {
         path: path.to_path_buf(),
-        reason,
-    };
-    if params.len() != spec.len() {
-        return Err(invalid(format!(
-            "{} parameters given, the model has {}",
-            params.len(),
-            spec.len()
-        )));
-    }
-    if metadata.contains_key(LAYOUT_KEY) {
-        return Err(invalid(format!("metadata key `{LAYOUT_KEY}` is reserved")));
-    }
-    let mut tensors = Vec::with_capacity(spec.tensors().len());
-    let mut layout = Vec::with_capacity(spec.tensors().len());
-    for t in spec.tensors() {
-        let numel: usize = t.shape.iter().product();
-        let values = t
-            .offset
-            .checked_add(numel)
-            .and_then(|end| params.get(t.offset..end))
-            .ok_or_else(|| invalid(format!("tensor `{}` lies outside the vector", t.name)))?;
-        tensors.push((t.name.as_str(), values, t.shape.as_slice()));
-        layout.push(LayoutEntry {
-            name: t.name.clone(),
-            shape: t.shape.clone(),
-            offset: t.offset,
-            kind: kind_name(t.kind).to_string(),
-        });
-    }
-    let mut meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    let layout_json =
-        serde_json::to_string(&layout).map_err(|e| invalid(format!("layout: {e}")))?;
-    meta.insert(LAYOUT_KEY.to_string(), layout_json);
-    write_tensors(path, &tensors, meta)
+        source,
+    })?;
+    write_atomic(path, &bytes)
 }
 
-/// Loads a model saved by [`save_model`], rebuilding the flat vector from the `"layout"`
-/// metadata; the round trip is bit-exact.
+/// Loads a model saved by [`save_model`] (or by papa before the model card, whose card is
+/// rebuilt from the older metadata); the round trip is bit-exact.
 ///
 /// Fails, naming the file (and the tensor where one is at fault), when the file cannot be
-/// read or parsed, the layout is missing or does not tile `0..N` exactly, or a tensor is
-/// missing or has the wrong dtype or shape. Tensors the layout does not name are ignored.
-pub fn load_model(path: &Path) -> Result<LoadedModel, CheckpointError> {
-    let corrupt = |reason: String| CheckpointError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
+/// read, is not safetensors, has no usable card, or a tensor is missing or has the wrong
+/// dtype or shape.
+pub fn load_model(path: &Path) -> Result<ModelFile, CheckpointError> {
     let buffer = read_file(path)?;
-    let file = parse(path, &buffer)?;
-    let mut metadata = metadata_of(path, &buffer)?;
-    let layout_json = metadata
-        .remove(LAYOUT_KEY)
-        .ok_or_else(|| corrupt(format!("no `{LAYOUT_KEY}` metadata")))?;
-    let layout: Vec<LayoutEntry> = serde_json::from_str(&layout_json)
-        .map_err(|e| corrupt(format!("`{LAYOUT_KEY}` metadata: {e}")))?;
-
-    // The layout must cover 0..N with neither gap nor overlap, so that every value of the
-    // rebuilt vector comes from the file.
-    let mut spans = Vec::with_capacity(layout.len());
-    for e in &layout {
-        let numel = e.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let end = numel.and_then(|n| e.offset.checked_add(n));
-        let end = end.ok_or_else(|| corrupt(format!("layout of `{}` overflows", e.name)))?;
-        spans.push((e.offset, end, e.name.as_str()));
-    }
-    spans.sort_unstable();
-    let mut len = 0;
-    for &(start, end, name) in &spans {
-        if start != len {
-            return Err(corrupt(format!(
-                "layout of `{name}` starts at {start}, expected {len} (gap or overlap)"
-            )));
-        }
-        len = end;
-    }
-
-    let mut params = vec![0.0f32; len];
-    let mut tensors = Vec::with_capacity(layout.len());
-    for e in layout {
-        let view = file
-            .tensor(&e.name)
-            .map_err(|_| CheckpointError::MissingTensor {
-                path: path.to_path_buf(),
-                tensor: e.name.clone(),
-            })?;
-        let values = decode_f32(path, &e.name, &view, Some(&e.shape))?;
-        // In range: the spans above tile 0..len and the shape matched.
-        params[e.offset..e.offset + values.len()].copy_from_slice(&values);
-        tensors.push((e.name, e.shape));
-    }
-    Ok(LoadedModel {
-        params,
-        tensors,
-        metadata,
+    file::decode(&buffer).map_err(|source| CheckpointError::Model {
+        path: path.to_path_buf(),
+        source,
     })
 }
 
@@ -422,7 +291,7 @@ pub fn load_state(path: &Path) -> Result<LoadedState, CheckpointError> {
         })?;
     let mut buffers = BTreeMap::new();
     for (name, view) in file.iter() {
-        let values = decode_f32(path, name, &view, None)?;
+        let values = decode_f32(path, name, &view)?;
         buffers.insert(name.to_string(), (view.shape().to_vec(), values));
     }
     Ok(LoadedState {

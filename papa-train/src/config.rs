@@ -1,12 +1,15 @@
 //! A run's settings: defaults that finish in minutes on two cores, overridable from a TOML
 //! file and the command line.
 
-use crate::model::{ModelKind, ModelSpec};
+use crate::model::ModelSpec;
+use crate::optim::{Sgd, DEFAULT_MIN_LR};
+use papa_model::zoo::{UnknownModel, Zoo};
+use papa_model::ModelError;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How the members are combined during training.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// Independent training: the baseline.
@@ -17,7 +20,6 @@ pub enum Method {
     PapaAll,
     /// PAPA-2: every E epochs, each member becomes the mean of a random pair, then REPAIR.
     #[serde(rename = "papa-2")]
-    #[value(name = "papa-2")]
     Papa2,
 }
 
@@ -36,11 +38,34 @@ impl Method {
     }
 }
 
+/// A method name that is none of [`Method::ALL`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown method `{0}` (expected none, papa, papa-all or papa-2)")]
+pub struct UnknownMethod(pub String);
+
+impl std::str::FromStr for Method {
+    type Err = UnknownMethod;
+
+    /// The command-line spelling of [`Method::name`].
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| UnknownMethod(name.into()))
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// How the members' training data is augmented and regularised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Augmentation {
-    /// Crop and flip, plus each member's own entry of the 81-entry grid of DESIGN.md (mixup,
+    /// Crop and flip, plus each member's own entry of the 81-entry grid of the paper's code (mixup,
     /// label smoothing, CutMix, random erasing).
     Grid,
     /// Crop and flip only.
@@ -122,6 +147,7 @@ impl Default for TrainConfig {
     /// The main job's defaults: the small CNN on 12,000 Fashion-MNIST images, 4 members,
     /// 3 epochs, PAPA against independent training; a few minutes on two cores.
     fn default() -> Self {
+        let sgd = Sgd::default();
         TrainConfig {
             data: "fashion-mnist".into(),
             model: "cnn-s".into(),
@@ -134,11 +160,11 @@ impl Default for TrainConfig {
             seed: 0,
             threads: 0,
             lr: 0.1,
-            min_lr: 1e-4,
+            min_lr: DEFAULT_MIN_LR,
             warmup_steps: 0,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            nesterov: false,
+            momentum: sgd.momentum,
+            weight_decay: sgd.weight_decay,
+            nesterov: sgd.nesterov,
             augmentation: Augmentation::Grid,
             crop_padding: 2,
             hflip: true,
@@ -152,46 +178,66 @@ impl Default for TrainConfig {
     }
 }
 
-/// A setting that cannot be used, naming the key.
+/// A setting that cannot be used, naming the file or the key.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
-    /// The TOML file could not be read or parsed (unknown keys included).
-    #[error("config file {path}: {message}")]
-    File {
+    /// The TOML file could not be read.
+    #[error("config file {}: {source}", path.display())]
+    Read {
         /// The file.
-        path: String,
-        /// What was wrong.
-        message: String,
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
     },
+    /// The TOML file is not a configuration (bad syntax, an unknown key, a wrong type).
+    #[error("config file {}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: toml::de::Error,
+    },
+    /// The settings cannot be written as TOML.
+    #[error("cannot write the settings as TOML: {0}")]
+    Write(#[from] toml::ser::Error),
     /// A value is out of range.
     #[error("config key `{key}`: {message}")]
     Value {
         /// The key.
         key: &'static str,
         /// What was wrong.
-        message: String,
+        message: &'static str,
     },
+    /// `model` names no model of the zoo.
+    #[error("config key `model`: {0}")]
+    UnknownModel(#[from] UnknownModel),
+    /// The model does not fit the data (e.g. the small CNN on 1 x 1 x F feature vectors).
+    #[error("config key `model`: {0}")]
+    Model(#[from] ModelError),
 }
 
 impl TrainConfig {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let file_error = |message: String| ConfigError::File {
-            path: path.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-        toml::from_str(&text).map_err(|e| file_error(e.to_string()))
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })
+    }
+
+    /// The settings as a TOML document (what [`TrainConfig::from_file`] reads back).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        Ok(toml::to_string(self)?)
     }
 
     /// Checks every value; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key, message: &str| {
-            Err(ConfigError::Value {
-                key,
-                message: message.into(),
-            })
-        };
+        let bad = |key, message| Err(ConfigError::Value { key, message });
         if self.population == 0 {
             return bad("population", "must be at least 1");
         }
@@ -221,14 +267,14 @@ impl TrainConfig {
         if self.repair_batches == 0 {
             return bad("repair_batches", "must be at least 1");
         }
-        parse_model(&self.model)?;
+        self.model.parse::<Zoo>()?;
         Ok(())
     }
 
     /// The gradual coefficient for a run of `total_steps`: the configured one, or the paper's
     /// 0.99 per application rescaled so that the pull's half-life is the same fraction of
     /// the run as in the paper's ~200k-step runs: a = 0.99^(20000 / applications), but never
-    /// below [`MIN_DEFAULT_ALPHA`]. A constant 0.99 is far too weak in a short run (DESIGN.md:
+    /// below [`MIN_DEFAULT_ALPHA`]. A constant 0.99 is far too weak in a short run (docs/RESULTS.md:
     /// the members drift apart and their average is at chance).
     pub fn papa_alpha(&self, total_steps: usize) -> f32 {
         self.papa_alpha.unwrap_or_else(|| {
@@ -240,38 +286,12 @@ impl TrainConfig {
     }
 }
 
-/// Parses a model name: `cnn-s`, `mlp` or `mlp:W1,W2,...`.
-pub fn parse_model(name: &str) -> Result<ModelKind, ConfigError> {
-    let bad = |message: String| ConfigError::Value {
-        key: "model",
-        message,
-    };
-    match name {
-        "cnn-s" => Ok(ModelKind::CnnS),
-        "mlp" => Ok(ModelKind::Mlp { hidden: vec![256] }),
-        _ => match name.strip_prefix("mlp:") {
-            Some(widths) => widths
-                .split(',')
-                .map(|w| w.trim().parse::<usize>().ok().filter(|&w| w > 0))
-                .collect::<Option<Vec<_>>>()
-                .map(|hidden| ModelKind::Mlp { hidden })
-                .ok_or_else(|| bad(format!("bad hidden widths in `{name}`"))),
-            None => Err(bad(format!(
-                "unknown model `{name}` (expected cnn-s, mlp or mlp:W1,W2)"
-            ))),
-        },
-    }
-}
-
-/// The model `name` for inputs of `shape` (C, H, W) and `classes` outputs.
+/// The zoo model `name` for inputs of `shape` (C, H, W) and `classes` outputs.
 pub fn build_model(
     name: &str,
     shape: [usize; 3],
     classes: usize,
 ) -> Result<ModelSpec, ConfigError> {
-    let kind = parse_model(name)?;
-    ModelSpec::new(kind, shape[0], shape[1], shape[2], classes).map_err(|e| ConfigError::Value {
-        key: "model",
-        message: e.to_string(),
-    })
+    let zoo: Zoo = name.parse()?;
+    Ok(ModelSpec::new(&zoo.layers(classes), shape, classes)?)
 }

@@ -3,12 +3,13 @@
 //! engine's activations).
 
 use crate::data::Dataset;
-use crate::model::{self, argmax, Input, Mode, ModelSpec, Network};
+use crate::model::{self, count_correct, Input, Mode, ModelSpec, Network};
 use papa_core::layout::TensorKind;
 use papa_core::repair::{
     accumulate, channel_stats, corrections, fold_correction, goal_stats, Bias, ChannelStats,
     Correction, Moments,
 };
+use papa_core::LengthMismatch;
 
 /// Samples per evaluation forward.
 pub const EVAL_BATCH: usize = 500;
@@ -48,32 +49,35 @@ pub fn accuracy(
     data: &Dataset,
 ) -> Result<PopulationAccuracy, EvalError> {
     let p = params.len() / spec.len().max(1);
-    if p == 0 || p * spec.len() != params.len() {
-        return Err(model::Error::Length {
+    if p == 0 {
+        return Err(model::Error::from(LengthMismatch {
             what: "params (P x N)",
-            expected: spec.len() * p.max(1),
+            expected: spec.len(),
             found: params.len(),
-        }
+        })
         .into());
     }
+    LengthMismatch::check("params (P x N)", p * spec.len(), params.len())
+        .map_err(model::Error::from)?;
     check_data(spec, data)?;
     let mut net = Network::new(spec, p, EVAL_BATCH)?;
     let classes = spec.classes();
     let (mut correct, mut ensemble_correct) = (vec![0usize; p], 0usize);
-    let mut mean_logits = vec![0.0f32; classes];
+    let (mut hits, mut ensemble_hits) = (vec![0usize; p], [0usize]);
     for range in crate::data::eval_ranges(data.len(), EVAL_BATCH) {
         let input = &data.images[range.start * data.sample_len()..range.end * data.sample_len()];
+        let labels: Vec<usize> = data.labels[range].iter().map(|&l| usize::from(l)).collect();
         let logits = net.evaluate(params, Input::Shared(input))?;
-        let batch = range.len();
-        for (s, &label) in data.labels[range].iter().enumerate() {
-            mean_logits.iter_mut().for_each(|v| *v = 0.0);
-            for (m, hits) in correct.iter_mut().enumerate() {
-                let row = &logits[(m * batch + s) * classes..][..classes];
-                *hits += usize::from(argmax(row) == usize::from(label));
-                mean_logits.iter_mut().zip(row).for_each(|(a, &z)| *a += z);
-            }
-            ensemble_correct += usize::from(argmax(&mean_logits) == usize::from(label));
+        count_correct(logits, classes, &labels, &mut hits)?;
+        // The ensemble predicts the mean of the members' logits (the paper's); the sum, in
+        // member order, has the same argmax.
+        let mut summed = vec![0.0f32; labels.len() * classes];
+        for member in logits.chunks_exact(summed.len()) {
+            summed.iter_mut().zip(member).for_each(|(a, &z)| *a += z);
         }
+        count_correct(&summed, classes, &labels, &mut ensemble_hits)?;
+        correct.iter_mut().zip(&hits).for_each(|(c, h)| *c += h);
+        ensemble_correct += ensemble_hits[0];
     }
     let percent = |hits: usize| (100.0 * hits as f64 / data.len().max(1) as f64) as f32;
     Ok(PopulationAccuracy {

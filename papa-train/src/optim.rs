@@ -4,6 +4,7 @@
 //! in one pass, like papa-core's rules, and follows `torch.optim.SGD` so that results can be
 //! compared with the paper's PyTorch code.
 
+use papa_core::LengthMismatch;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -15,15 +16,8 @@ pub const DEFAULT_MIN_LR: f32 = 1e-4;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OptimError {
     /// A buffer's length disagrees with the population shape.
-    #[error("{what}: expected {expected} floats, got {got}")]
-    Length {
-        /// Which buffer.
-        what: &'static str,
-        /// Length required.
-        expected: usize,
-        /// Length given.
-        got: usize,
-    },
+    #[error(transparent)]
+    Length(#[from] LengthMismatch),
     /// The member length is 0 or does not divide the parameter buffer.
     #[error("a buffer of {len} floats is not a whole number of members of {member_len}")]
     MemberLen {
@@ -43,9 +37,28 @@ pub enum OptimError {
         /// Floats per member.
         member_len: usize,
     },
-    /// A hyperparameter is out of its domain.
-    #[error("{0}")]
-    Hyper(String),
+    /// Nesterov momentum without momentum (PyTorch refuses it too).
+    #[error("Nesterov momentum requires momentum > 0, got {momentum}")]
+    NesterovWithoutMomentum {
+        /// The momentum given.
+        momentum: f32,
+    },
+    /// A cosine schedule with no step after its warmup.
+    #[error("cosine schedule needs warmup < total steps, got {warmup} and {total}")]
+    Warmup {
+        /// Warmup steps.
+        warmup: usize,
+        /// Steps of the run.
+        total: usize,
+    },
+    /// A cosine schedule whose rates are not `0 <= min_lr <= base`, finite.
+    #[error("cosine schedule needs 0 <= min_lr <= base, got {min_lr} and {base}")]
+    Rates {
+        /// The final rate.
+        min_lr: f32,
+        /// The peak rate.
+        base: f32,
+    },
 }
 
 /// `torch.optim.SGD` with `dampening = 0`.
@@ -96,9 +109,9 @@ impl Sgd {
         check_len("velocity", params.len(), velocity.len())?;
         check_ranges(trainable, member_len)?;
         if self.nesterov && self.momentum <= 0.0 {
-            return Err(OptimError::Hyper(
-                "Nesterov momentum requires momentum > 0".to_string(),
-            ));
+            return Err(OptimError::NesterovWithoutMomentum {
+                momentum: self.momentum,
+            });
         }
         let Sgd {
             momentum: mu,
@@ -124,16 +137,8 @@ impl Sgd {
     }
 }
 
-fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), OptimError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(OptimError::Length {
-            what,
-            expected,
-            got,
-        })
-    }
+fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), OptimError> {
+    Ok(LengthMismatch::check(what, expected, found)?)
 }
 
 fn check_ranges(ranges: &[Range<usize>], member_len: usize) -> Result<(), OptimError> {
@@ -182,14 +187,10 @@ impl LrSchedule {
         min_lr: f32,
     ) -> Result<LrSchedule, OptimError> {
         if total == 0 || warmup >= total {
-            return Err(OptimError::Hyper(format!(
-                "cosine schedule needs warmup < total steps, got {warmup} and {total}"
-            )));
+            return Err(OptimError::Warmup { warmup, total });
         }
         if !(base.is_finite() && min_lr.is_finite() && 0.0 <= min_lr && min_lr <= base) {
-            return Err(OptimError::Hyper(format!(
-                "cosine schedule needs 0 <= min_lr <= base, got {min_lr} and {base}"
-            )));
+            return Err(OptimError::Rates { min_lr, base });
         }
         Ok(LrSchedule::Cosine {
             base,

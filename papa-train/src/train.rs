@@ -3,13 +3,13 @@
 //! Every random choice is a fork of the run seed by purpose, member, epoch and step, so a run
 //! has the same bits on any thread count and resumes exactly from an epoch checkpoint.
 
-use crate::augment::{augment_batch, draw_recipes, BatchShape, Recipe};
-use crate::checkpoint::{load_state, save_state};
+use crate::augment::{augment_batch, draw_recipes, AugmentError, BatchShape, Recipe};
+use crate::checkpoint::{load_state, save_state, CheckpointError};
 use crate::config::{Augmentation, Method, TrainConfig};
-use crate::data::{batches, batches_per_epoch, epoch_order, Splits};
+use crate::data::{batches, batches_per_epoch, epoch_order, DataError, Splits};
 use crate::eval::{accuracy, reestimate_batchnorm, repair, EvalError};
-use crate::model::{init_member, soft_cross_entropy, Input, Mode, ModelSpec, Network};
-use crate::optim::{LrSchedule, Sgd};
+use crate::model::{self, soft_cross_entropy, Input, Mode, ModelSpec, Network};
+use crate::optim::{LrSchedule, OptimError, Sgd};
 use crate::report::{Accuracy, EpochRecord, MethodResult};
 use papa_core::diversity::{distances_to_mean, mean_pairwise_cosine};
 use papa_core::layout::{Layout, TensorSpec};
@@ -20,10 +20,11 @@ use papa_core::rules::{
 };
 use papa_core::schedule::{effective_alpha, Schedule};
 use papa_core::soup::{greedy_soup, GreedyBuffers};
+use papa_model::card::{ModelCard, Provenance};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 const INIT_STREAM: u64 = 1;
@@ -49,13 +50,53 @@ pub enum TrainError {
     /// Evaluation or REPAIR failed.
     #[error(transparent)]
     Eval(#[from] EvalError),
-    /// A lower layer refused an input.
-    #[error("{0}")]
-    Other(String),
-}
-
-fn other(e: impl std::fmt::Display) -> TrainError {
-    TrainError::Other(e.to_string())
+    /// The engine refused a call.
+    #[error(transparent)]
+    Model(#[from] model::Error),
+    /// A rule of papa-core refused its input.
+    #[error(transparent)]
+    Core(#[from] papa_core::Error),
+    /// The data could not be batched.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A batch could not be augmented.
+    #[error(transparent)]
+    Augment(#[from] AugmentError),
+    /// The optimizer or its schedule refused its settings.
+    #[error(transparent)]
+    Optim(#[from] OptimError),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The run's state could not be encoded, or a checkpoint's could not be decoded.
+    #[error("the run state: {0}")]
+    State(#[from] serde_json::Error),
+    /// Too few training samples for one batch.
+    #[error("{samples} training samples make no batch of {batch}")]
+    NoBatch {
+        /// Training samples.
+        samples: usize,
+        /// Samples per batch.
+        batch: usize,
+    },
+    /// The checkpoint was written by another run (another method or other settings).
+    #[error("checkpoint {} belongs to another run (method or settings differ); use a fresh --out", path.display())]
+    ForeignCheckpoint {
+        /// The checkpoint.
+        path: PathBuf,
+    },
+    /// The checkpoint lacks a buffer of the population's shape.
+    #[error("checkpoint {} lacks a `{buffer}` of {members} x {len}", path.display())]
+    CheckpointShape {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The buffer's name.
+        buffer: &'static str,
+        /// Members P.
+        members: usize,
+        /// Floats per member N.
+        len: usize,
+    },
 }
 
 /// The resumable part of a run, stored beside the population at each epoch end.
@@ -74,6 +115,32 @@ pub struct Outcome {
     pub result: MethodResult,
     /// The final model (N floats).
     pub model: Vec<f32>,
+}
+
+/// The card saved with a method's final model: the model, how to read its input (the
+/// dataset's pixel scale and the run's normalisation), its classes and where it came from.
+pub fn model_card(
+    cfg: &TrainConfig,
+    splits: &Splits,
+    spec: &ModelSpec,
+    result: &MethodResult,
+) -> ModelCard {
+    let mut card = ModelCard::new(
+        &cfg.model,
+        spec,
+        splits.pixel_scale,
+        splits.normalization(),
+        splits.class_names.clone(),
+    );
+    card.provenance = Some(Provenance {
+        dataset: cfg.data.clone(),
+        val_fraction: cfg.val_fraction,
+        seed: cfg.seed,
+        method: result.method.clone(),
+        final_model_is: result.final_model_is.clone(),
+        test_accuracy: result.final_model,
+    });
+    card
 }
 
 /// What a caller hears while a method trains.
@@ -129,7 +196,7 @@ pub fn train_method(
             (run.init()?, vec![0.0; run.p * run.n], state)
         }
     };
-    let mut net = Network::new(spec, run.p, cfg.batch).map_err(other)?;
+    let mut net = Network::new(spec, run.p, cfg.batch)?;
     while state.epochs_done < cfg.epochs {
         let started = Instant::now();
         let epoch = state.epochs_done;
@@ -144,7 +211,7 @@ pub fn train_method(
         state.history.push(record);
         state.epochs_done += 1;
         if let Some(path) = checkpoint {
-            let json = serde_json::to_string(&state).map_err(other)?;
+            let json = serde_json::to_string(&state)?;
             let shape = [run.p, run.n];
             save_state(
                 path,
@@ -153,8 +220,7 @@ pub fn train_method(
                     ("velocity", &velocity, &shape),
                 ],
                 &json,
-            )
-            .map_err(other)?;
+            )?;
         }
     }
     let started = Instant::now();
@@ -196,14 +262,13 @@ impl<'a> Run<'a> {
         };
         let steps_per_epoch = batches_per_epoch(train_len, cfg.batch);
         if steps_per_epoch == 0 {
-            return Err(other(format!(
-                "{train_len} training samples make no batch of {}",
-                cfg.batch
-            )));
+            return Err(TrainError::NoBatch {
+                samples: train_len,
+                batch: cfg.batch,
+            });
         }
         let total = steps_per_epoch * cfg.epochs;
-        let lr = LrSchedule::cosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr.min(cfg.lr))
-            .map_err(other)?;
+        let lr = LrSchedule::cosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr.min(cfg.lr))?;
         let recipes = member_recipes(cfg, splits.train.hflip_ok);
         // Calibration for REPAIR and BatchNorm: fixed, unaugmented training samples.
         let calib_count = (cfg.repair_batches * cfg.batch).min(train_len) / cfg.batch * cfg.batch;
@@ -216,10 +281,9 @@ impl<'a> Run<'a> {
         let mut labels = vec![0u8; calib_count];
         splits
             .train
-            .gather(&order[..calib_count], &mut calibration, &mut labels)
-            .map_err(other)?;
+            .gather(&order[..calib_count], &mut calibration, &mut labels)?;
         let tensors = spec.tensor_specs();
-        Layout::new(&tensors).map_err(other)?;
+        Layout::new(&tensors)?;
         Ok(Run {
             tensors,
             cfg,
@@ -242,38 +306,35 @@ impl<'a> Run<'a> {
         let rng = Rng::new(self.cfg.seed).fork(INIT_STREAM);
         let mut params = vec![0.0; self.p * self.n];
         for (j, member) in params.chunks_exact_mut(self.n).enumerate() {
-            init_member(self.spec, &mut rng.fork(j as u64), member).map_err(other)?;
+            self.spec
+                .init_member(&mut rng.fork(j as u64), member)
+                .map_err(model::Error::from)?;
         }
         Ok(params)
     }
 
     fn resume(&self, path: &Path) -> Result<(Vec<f32>, Vec<f32>, State), TrainError> {
-        let loaded = load_state(path).map_err(other)?;
-        let state: State = serde_json::from_str(&loaded.state_json).map_err(other)?;
+        let loaded = load_state(path)?;
+        let state: State = serde_json::from_str(&loaded.state_json)?;
         // Threads are the one setting that may differ: results do not depend on them.
         let same = TrainConfig {
             threads: self.cfg.threads,
             ..state.config.clone()
         };
         if state.method != self.method || &same != self.cfg {
-            return Err(other(format!(
-                "checkpoint {} belongs to another run (method or settings differ); use a fresh --out",
-                path.display()
-            )));
+            return Err(TrainError::ForeignCheckpoint { path: path.into() });
         }
-        let take = |name: &str| {
+        let take = |buffer: &'static str| {
             loaded
                 .buffers
-                .get(name)
+                .get(buffer)
                 .filter(|(shape, _)| shape == &[self.p, self.n])
                 .map(|(_, v)| v.clone())
-                .ok_or_else(|| {
-                    other(format!(
-                        "checkpoint {} lacks a {name} of {} x {}",
-                        path.display(),
-                        self.p,
-                        self.n
-                    ))
+                .ok_or_else(|| TrainError::CheckpointShape {
+                    path: path.into(),
+                    buffer,
+                    members: self.p,
+                    len: self.n,
                 })
         };
         Ok((take("population")?, take("velocity")?, state))
@@ -313,7 +374,7 @@ impl<'a> Run<'a> {
             .collect();
         let (mut images, mut targets) = (vec![0.0f32; p * b * sl], vec![0.0f32; p * b * classes]);
         let (mut dlogits, mut losses) = (vec![0.0f32; p * b * classes], vec![0.0f32; p]);
-        let gradual_schedule = Schedule::every_steps(cfg.papa_every_steps).map_err(other)?;
+        let gradual_schedule = Schedule::every_steps(cfg.papa_every_steps)?;
         let total_steps = (self.steps_per_epoch * cfg.epochs) as u64;
         let sgd = Sgd {
             momentum: cfg.momentum,
@@ -328,24 +389,28 @@ impl<'a> Run<'a> {
                 .zip(targets.par_chunks_mut(b * classes))
                 .enumerate()
                 .try_for_each(|(j, (img, tgt))| -> Result<(), TrainError> {
-                    let idx = batches(&orders[j], b)
-                        .map_err(other)?
-                        .nth(s)
-                        .ok_or_else(|| other("epoch order too short"))?;
+                    let idx = batches(&orders[j], b)?.nth(s).ok_or(DataError::Index {
+                        index: (s + 1) * b - 1,
+                        len: orders[j].len(),
+                    })?;
                     let mut labels = vec![0u8; b];
-                    train.gather(idx, img, &mut labels).map_err(other)?;
+                    train.gather(idx, img, &mut labels)?;
                     let mut rng = Rng::new(cfg.seed)
                         .fork(AUGMENT_STREAM)
                         .fork(j as u64)
                         .fork(step);
-                    augment_batch(&self.recipes[j], &mut rng, img, &labels, shape, pad, tgt)
-                        .map_err(other)
+                    Ok(augment_batch(
+                        &self.recipes[j],
+                        &mut rng,
+                        img,
+                        &labels,
+                        shape,
+                        pad,
+                        tgt,
+                    )?)
                 })?;
-            let logits = net
-                .forward(params, Input::PerMember(&images), Mode::Train)
-                .map_err(other)?;
-            soft_cross_entropy(logits, &targets, classes, &mut dlogits, &mut losses)
-                .map_err(other)?;
+            let logits = net.forward(params, Input::PerMember(&images), Mode::Train)?;
+            soft_cross_entropy(logits, &targets, classes, &mut dlogits, &mut losses)?;
             if let Some((member, &loss)) = losses.iter().enumerate().find(|(_, l)| !l.is_finite()) {
                 return Err(TrainError::Diverged {
                     member,
@@ -355,13 +420,12 @@ impl<'a> Run<'a> {
                 });
             }
             loss_sum += losses.iter().map(|&l| f64::from(l)).sum::<f64>() / p as f64;
-            let grads = net.backward(params, &dlogits).map_err(other)?;
+            let grads = net.backward(params, &dlogits)?;
             let lr = self.lr.lr_at(step as usize);
-            sgd.step(params, grads, velocity, self.n, &self.trainable, lr)
-                .map_err(other)?;
+            sgd.step(params, grads, velocity, self.n, &self.trainable, lr)?;
             if self.method == Method::Papa && gradual_schedule.due_after_step(step + 1) {
                 let alpha = if cfg.papa_lr_scaling {
-                    effective_alpha(self.alpha, lr, self.lr.base()).map_err(other)?
+                    effective_alpha(self.alpha, lr, self.lr.base())?
                 } else {
                     self.alpha
                 };
@@ -381,8 +445,7 @@ impl<'a> Run<'a> {
                         )?;
                     }
                     Ok::<_, papa_core::Error>(())
-                })
-                .map_err(other)?;
+                })?;
             }
             progress.step(step + 1, total_steps);
         }
@@ -412,8 +475,7 @@ impl<'a> Run<'a> {
                     &mut Rng::new(self.cfg.seed).fork(PAIR_STREAM).fork(epoch as u64),
                     p,
                     &mut pairs,
-                )
-                .map_err(other)?;
+                )?;
                 let mut scratch = vec![0.0; papa2_scratch_len(p, n)];
                 self.layout_options(|opts| {
                     papa2(
@@ -431,8 +493,7 @@ impl<'a> Run<'a> {
                         )?;
                     }
                     Ok::<_, papa_core::Error>(())
-                })
-                .map_err(other)?;
+                })?;
                 pairs
                     .iter()
                     .map(|&(a, b)| {
@@ -458,8 +519,7 @@ impl<'a> Run<'a> {
                         )?;
                     }
                     Ok::<_, papa_core::Error>(())
-                })
-                .map_err(other)?;
+                })?;
                 vec![vec![1.0 / p as f32; p]; p]
             }
         };
@@ -484,8 +544,7 @@ impl<'a> Run<'a> {
                 &mut soup,
                 opts,
             )
-        })
-        .map_err(other)?;
+        })?;
         reestimate_batchnorm(self.spec, &mut soup, &self.calibration, self.cfg.batch)?;
         Ok(soup)
     }
@@ -511,11 +570,11 @@ impl<'a> Run<'a> {
                     .flat_map(move |r| member[r.clone()].iter().copied())
             })
             .collect();
-        let pop = Contiguous::new(&trained[..], self.p).map_err(other)?;
+        let pop = Contiguous::new(&trained[..], self.p)?;
         let mut distance = vec![0.0; self.p];
-        distances_to_mean(&pop, Weights::Uniform, &mut distance).map_err(other)?;
+        distances_to_mean(&pop, Weights::Uniform, &mut distance)?;
         let mut gram = vec![0.0; self.p * self.p];
-        let cosine = mean_pairwise_cosine(&pop, &mut gram).map_err(other)?;
+        let cosine = mean_pairwise_cosine(&pop, &mut gram)?;
         Ok(EpochRecord {
             epoch,
             train_loss,
@@ -589,7 +648,7 @@ impl<'a> Run<'a> {
         if let Some(e) = failure {
             return Err(e.into());
         }
-        let outcome = outcome.map_err(other)?;
+        let outcome = outcome?;
         if outcome.kept > 1 {
             reestimate_batchnorm(spec, &mut greedy, &self.calibration, self.cfg.batch)?;
         }

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use papa_core::rng::Rng;
+use papa_core::LengthMismatch;
 use papa_train::augment::{
     augment_batch, draw_recipes, grid, sample_beta, sample_gamma, sample_normal, AugmentError,
     BatchShape, Recipe, CUTMIX_GRID, ERASING_GRID, LABEL_SMOOTHING_GRID, MIXUP_GRID,
@@ -476,11 +477,11 @@ fn errors_for_bad_buffers() {
             0.0,
             &mut targets
         ),
-        Err(AugmentError::Length {
+        Err(AugmentError::Length(LengthMismatch {
             what: "images",
             expected: 8,
-            got: 7
-        })
+            found: 7
+        }))
     );
     assert!(matches!(
         augment_batch(
@@ -492,10 +493,10 @@ fn errors_for_bad_buffers() {
             0.0,
             &mut targets[..5]
         ),
-        Err(AugmentError::Length {
+        Err(AugmentError::Length(LengthMismatch {
             what: "targets",
             ..
-        })
+        }))
     ));
     assert_eq!(
         augment_batch(&r, &mut rng, &mut images, &[0, 3], s, 0.0, &mut targets),

@@ -2,25 +2,38 @@
 //! tensor, and atomic writes that never leave a temp file or a half-written target.
 
 use papa_core::rng::Rng;
+use papa_model::card::{ModelCard, Normalization, CARD_KEY};
+use papa_model::file::FileError;
+use papa_model::layer::Layer;
+use papa_model::zoo;
 use papa_train::checkpoint::{
     load_model, load_state, save_model, save_state, write_atomic, CheckpointError,
 };
-use papa_train::model::{Layer, ModelKind, ModelSpec};
+use papa_train::model::{Input, ModelSpec, Network};
 use safetensors::tensor::{Dtype, TensorView};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// A small model with every kind of tensor: conv weight/bias, BatchNorm (counter included),
 /// linear weight/bias.
 fn spec() -> ModelSpec {
-    let layers = vec![
-        Layer::Conv3x3 { out: 2 },
+    let layers = [
+        Layer::conv3x3(2),
         Layer::BatchNorm,
         Layer::Relu,
         Layer::Flatten,
-        Layer::Linear { out: 3 },
+        Layer::Linear { out_features: 3 },
     ];
-    ModelSpec::new(ModelKind::Sequential(layers), 1, 4, 4, 3).unwrap()
+    ModelSpec::new(&layers, [1, 4, 4], 3).unwrap()
+}
+
+fn card(spec: &ModelSpec) -> ModelCard {
+    let normalization = Normalization {
+        mean: vec![0.2860],
+        std: vec![0.3530],
+    };
+    let names = ["a", "b", "c"].map(String::from).to_vec();
+    ModelCard::new("tiny-cnn", spec, 255.0, normalization, names)
 }
 
 /// Arbitrary bit patterns (NaN excluded, since NaN != NaN would hide nothing but complicate
@@ -55,14 +68,6 @@ fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|v| v.to_bits()).collect()
 }
 
-fn metadata() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("model".to_string(), "tiny-cnn".to_string()),
-        ("input_shape".to_string(), "[1,4,4]".to_string()),
-        ("mean".to_string(), "[0.2860]".to_string()),
-    ])
-}
-
 /// Names `path` in the error's message.
 fn assert_names(err: &CheckpointError, path: &Path) {
     let msg = err.to_string();
@@ -83,32 +88,53 @@ fn listing(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn model_round_trip_is_bit_exact() {
+fn model_round_trip_is_bit_exact_and_byte_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     let spec = spec();
     let params = awkward_values(spec.len(), 7);
-    save_model(&path, &spec, &params, &metadata()).unwrap();
+    save_model(&path, &card(&spec), &params).unwrap();
     let loaded = load_model(&path).unwrap();
     assert_eq!(bits(&loaded.params), bits(&params));
-    assert_eq!(loaded.metadata, metadata());
-    let expected: Vec<(String, Vec<usize>)> = spec
-        .tensors()
-        .iter()
-        .map(|t| (t.name.clone(), t.shape.clone()))
-        .collect();
-    assert_eq!(loaded.tensors, expected);
+    assert_eq!(loaded.card, card(&spec));
     assert_eq!(listing(dir.path()), ["model.safetensors"]);
+    // The same model gives the same bytes: one metadata entry, tensors in name order.
+    let again = dir.path().join("again.safetensors");
+    save_model(&again, &card(&spec), &params).unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
 }
 
 #[test]
-fn model_file_is_a_plain_state_dict() {
+fn the_card_alone_rebuilds_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let trained = spec();
+    let mut params = vec![0.0; trained.len()];
+    trained.init_member(&mut Rng::new(3), &mut params).unwrap();
+    save_model(&path, &card(&trained), &params).unwrap();
+    // Only the file: the model, its vector and its logits come back.
+    let loaded = load_model(&path).unwrap();
+    let rebuilt = loaded.card.spec().unwrap();
+    assert_eq!(rebuilt, trained);
+    let input: Vec<f32> = (0..5 * 16).map(|i| (i % 7) as f32 / 7.0).collect();
+    let logits = |spec: &ModelSpec, params: &[f32]| {
+        let mut net = Network::new(spec, 1, 5).unwrap();
+        bits(net.evaluate(params, Input::Shared(&input)).unwrap())
+    };
+    assert_eq!(logits(&rebuilt, &loaded.params), logits(&trained, &params));
+}
+
+#[test]
+fn model_file_is_a_plain_state_dict_with_one_metadata_entry() {
     // Any safetensors reader sees the state_dict names and shapes, counters as scalars.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     let spec = spec();
     let params: Vec<f32> = (0..spec.len()).map(|i| i as f32).collect();
-    save_model(&path, &spec, &params, &metadata()).unwrap();
+    save_model(&path, &card(&spec), &params).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(file.len(), spec.tensors().len());
@@ -120,6 +146,13 @@ fn model_file_is_a_plain_state_dict() {
         assert_eq!(first, t.offset as f32, "{}", t.name);
     }
     assert!(spec.tensors().iter().any(|t| t.shape.is_empty()));
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    assert_eq!(meta.keys().collect::<Vec<_>>(), [CARD_KEY]);
+    let json: serde_json::Value = serde_json::from_str(&meta[CARD_KEY]).unwrap();
+    assert_eq!(json["classes"]["names"][2], "c");
+    assert_eq!(json["input"]["pixel_scale"], 255.0);
+    assert_eq!(json["layers"][0]["type"], "conv2d");
 }
 
 #[test]
@@ -159,13 +192,21 @@ fn bad_inputs_are_refused_without_writing() {
     let spec = spec();
     let short = vec![0.0; spec.len() - 1];
     assert!(matches!(
-        save_model(&path, &spec, &short, &metadata()),
-        Err(CheckpointError::InvalidInput { .. })
+        save_model(&path, &card(&spec), &short),
+        Err(CheckpointError::Model {
+            source: FileError::Length(_),
+            ..
+        })
     ));
-    let mut reserved = metadata();
-    reserved.insert("layout".into(), "[]".into());
+    // A card whose layout disagrees with its layers does not make a model.
+    let mut tampered = card(&spec);
+    tampered.layout[1].offset += 1;
     let params = vec![0.0; spec.len()];
-    assert!(save_model(&path, &spec, &params, &reserved).is_err());
+    let err = save_model(&path, &tampered, &params).unwrap_err();
+    assert!(err.to_string().contains("layout"), "{err}");
+    let mut no_std = card(&spec);
+    no_std.normalization.std.clear();
+    assert!(save_model(&path, &no_std, &params).is_err());
     let v = [1.0f32, 2.0];
     assert!(save_state(&path, &[("a", &v, &[3])], "{}").is_err());
     assert!(save_state(&path, &[("a", &v, &[2]), ("a", &v, &[2])], "{}").is_err());
@@ -178,13 +219,22 @@ fn truncated_and_corrupt_files_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     let spec = spec();
-    save_model(&path, &spec, &vec![0.5; spec.len()], &metadata()).unwrap();
+    save_model(&path, &card(&spec), &vec![0.5; spec.len()]).unwrap();
     let bytes = std::fs::read(&path).unwrap();
 
     let truncated = dir.path().join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() - 3]).unwrap();
     let err = load_model(&truncated).unwrap_err();
-    assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            CheckpointError::Model {
+                source: FileError::Safetensors(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_names(&err, &truncated);
 
     let garbage = dir.path().join("garbage.safetensors");
@@ -209,24 +259,22 @@ fn truncated_and_corrupt_files_name_the_file() {
     assert_names(&err, &path);
 }
 
-/// Writes a safetensors file with the layout of `spec` but the tensors given.
-fn forge(path: &Path, spec: &ModelSpec, tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>) {
-    let layout: Vec<serde_json::Value> = spec
-        .tensors()
-        .iter()
-        .map(|t| {
-            serde_json::json!({"name": t.name, "shape": t.shape, "offset": t.offset, "kind": "weight"})
-        })
-        .collect();
-    let meta = HashMap::from([(
-        "layout".to_string(),
-        serde_json::to_string(&layout).unwrap(),
-    )]);
+/// Writes a safetensors file with the metadata given and the tensors given.
+fn forge(
+    path: &Path,
+    meta: HashMap<String, String>,
+    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+) {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
         .collect();
     std::fs::write(path, safetensors::serialize(views, &Some(meta)).unwrap()).unwrap();
+}
+
+/// The metadata of a model file holding `spec`.
+fn card_entry(spec: &ModelSpec) -> HashMap<String, String> {
+    HashMap::from([(CARD_KEY.to_string(), card(spec).to_json().unwrap())])
 }
 
 /// Every tensor of `spec` as zeros, as f32.
@@ -254,10 +302,16 @@ fn missing_or_mistyped_tensors_name_the_file_and_tensor() {
     let path = dir.path().join("missing-tensor.safetensors");
     let mut tensors = zeros(&spec);
     tensors.retain(|t| t.0 != victim);
-    forge(&path, &spec, tensors);
+    forge(&path, card_entry(&spec), tensors);
     let err = load_model(&path).unwrap_err();
     assert!(
-        matches!(err, CheckpointError::MissingTensor { .. }),
+        matches!(
+            err,
+            CheckpointError::Model {
+                source: FileError::MissingTensor { .. },
+                ..
+            }
+        ),
         "{err}"
     );
     assert_names(&err, &path);
@@ -268,9 +322,18 @@ fn missing_or_mistyped_tensors_name_the_file_and_tensor() {
     let t = tensors.iter_mut().find(|t| t.0 == victim).unwrap();
     t.1 = Dtype::F64;
     t.3 = vec![0u8; t.3.len() * 2];
-    forge(&path, &spec, tensors);
+    forge(&path, card_entry(&spec), tensors);
     let err = load_model(&path).unwrap_err();
-    assert!(matches!(err, CheckpointError::BadTensor { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            CheckpointError::Model {
+                source: FileError::BadTensor { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_names(&err, &path);
     assert!(err.to_string().contains(&victim), "{err}");
 
@@ -278,31 +341,93 @@ fn missing_or_mistyped_tensors_name_the_file_and_tensor() {
     let mut tensors = zeros(&spec);
     let t = tensors.iter_mut().find(|t| t.0 == victim).unwrap();
     t.2 = vec![t.2.iter().product::<usize>(), 1];
-    forge(&path, &spec, tensors);
+    forge(&path, card_entry(&spec), tensors);
     let err = load_model(&path).unwrap_err();
-    assert!(matches!(err, CheckpointError::BadTensor { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            CheckpointError::Model {
+                source: FileError::BadTensor { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains(&victim), "{err}");
 }
 
+/// The metadata papa wrote before the model card, for an `mlp:4` on 1 x 4 x 4 inputs.
+fn legacy_metadata() -> HashMap<String, String> {
+    [
+        ("layout", "[]"),
+        ("model", "mlp:4"),
+        ("data", "fashion-mnist"),
+        ("input_shape", "1,4,4"),
+        ("classes", "3"),
+        ("normalize_mean", "0.2860405"),
+        ("normalize_std", "0.3530242"),
+        ("val_fraction", "0.1"),
+        ("seed", "4"),
+        ("method", "papa"),
+        ("final_model_is", "uniform soup"),
+        ("test_accuracy", "81.25"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 #[test]
-fn a_layout_with_a_gap_is_corrupt() {
+fn a_model_from_before_the_card_still_loads() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gap.safetensors");
-    let meta = HashMap::from([(
-        "layout".to_string(),
-        r#"[{"name":"a","shape":[2],"offset":0,"kind":"weight"},
-            {"name":"b","shape":[2],"offset":3,"kind":"bias"}]"#
-            .to_string(),
-    )]);
-    let data = [0u8; 8];
-    let views = vec![
-        ("a", TensorView::new(Dtype::F32, vec![2], &data).unwrap()),
-        ("b", TensorView::new(Dtype::F32, vec![2], &data).unwrap()),
-    ];
-    std::fs::write(&path, safetensors::serialize(views, &Some(meta)).unwrap()).unwrap();
+    let path = dir.path().join("old.safetensors");
+    let spec = ModelSpec::new(&zoo::mlp(&[4], 3), [1, 4, 4], 3).unwrap();
+    let params = awkward_values(spec.len(), 9);
+    let tensors = spec
+        .tensors()
+        .iter()
+        .map(|t| {
+            let data = params[t.range()].iter().flat_map(|v| v.to_le_bytes());
+            (t.name.clone(), Dtype::F32, t.shape.clone(), data.collect())
+        })
+        .collect();
+    forge(&path, legacy_metadata(), tensors);
+    let loaded = load_model(&path).unwrap();
+    assert_eq!(bits(&loaded.params), bits(&params));
+    assert_eq!(loaded.card.spec().unwrap(), spec);
+    assert_eq!(loaded.card.normalization.mean, [0.2860405]);
+    assert_eq!(loaded.card.input.pixel_scale, 255.0);
+    let provenance = loaded.card.provenance.unwrap();
+    assert_eq!((provenance.seed, provenance.test_accuracy), (4, 81.25));
+
+    // One entry short, the error names it and what to do.
+    let mut meta = legacy_metadata();
+    meta.remove("normalize_std");
+    forge(&path, meta, zeros(&spec));
+    let err = load_model(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("normalize_std") && err.contains("retrain"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_without_a_card_is_not_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.safetensors");
+    forge(&path, HashMap::new(), zeros(&spec()));
     let err = load_model(&path).unwrap_err();
-    assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains("`b`"), "{err}");
+    assert!(
+        matches!(
+            err,
+            CheckpointError::Model {
+                source: FileError::NoCard,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_names(&err, &path);
 }
 
 #[test]

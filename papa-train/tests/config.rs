@@ -1,29 +1,44 @@
 //! Settings: model names, validation naming the key, the run-length-scaled PAPA pull.
 
+use papa_model::zoo::Zoo;
 use papa_train::config::{
-    parse_model, Method, TrainConfig, MIN_DEFAULT_ALPHA, PAPER_ALPHA, PAPER_APPLICATIONS,
+    build_model, Method, TrainConfig, MIN_DEFAULT_ALPHA, PAPER_ALPHA, PAPER_APPLICATIONS,
 };
-use papa_train::model::ModelKind;
 
 #[test]
 fn model_names() {
-    assert_eq!(parse_model("cnn-s").unwrap(), ModelKind::CnnS);
+    let parse = |name: &str| name.parse::<Zoo>();
+    assert_eq!(parse("cnn-s").unwrap(), Zoo::CnnS);
+    assert_eq!(parse("mlp").unwrap(), Zoo::Mlp { hidden: vec![256] });
     assert_eq!(
-        parse_model("mlp").unwrap(),
-        ModelKind::Mlp { hidden: vec![256] }
-    );
-    assert_eq!(
-        parse_model("mlp:64, 32").unwrap(),
-        ModelKind::Mlp {
+        parse("mlp:64, 32").unwrap(),
+        Zoo::Mlp {
             hidden: vec![64, 32]
         }
     );
     for bad in ["resnet", "mlp:", "mlp:0", "mlp:a,2"] {
+        let message = build_model(bad, [1, 28, 28], 10).unwrap_err().to_string();
         assert!(
-            parse_model(bad).unwrap_err().to_string().contains("model"),
-            "{bad}"
+            message.contains("model") && message.contains(bad),
+            "{bad}: {message}"
         );
     }
+    // A model that does not fit the data names the layer and the shape.
+    let message = build_model("cnn-s", [1, 1, 1], 10).unwrap_err().to_string();
+    assert!(
+        message.contains("layer 3") && message.contains("32 x 1 x 1"),
+        "{message}"
+    );
+}
+
+#[test]
+fn methods_parse_from_their_names() {
+    for m in Method::ALL {
+        assert_eq!(m.name().parse::<Method>(), Ok(m));
+        assert_eq!(m.to_string(), m.name());
+    }
+    let e = "papa-3".parse::<Method>().unwrap_err().to_string();
+    assert!(e.contains("papa-3") && e.contains("papa-all"), "{e}");
 }
 
 #[test]

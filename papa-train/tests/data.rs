@@ -169,7 +169,7 @@ fn idx_directory_count_mismatch_and_bad_sources() {
     for fraction in [1.0, -0.1, f64::NAN] {
         assert!(matches!(
             load(good.path().to_str().unwrap(), fraction, 0),
-            Err(DataError::Argument(_))
+            Err(DataError::ValFraction { .. })
         ));
     }
 }
@@ -329,7 +329,7 @@ fn bundled_fashion_mnist_splits_and_normalises() {
     let (raw_mean, raw_std) = mean_std(&s.train.images);
     assert!((raw_mean - 0.2860).abs() < 0.002 && (raw_std - 0.3530).abs() < 0.002);
     let raw_val = s.val.images.clone();
-    s.normalize();
+    s.normalize().unwrap();
     assert!((f64::from(s.mean[0]) - raw_mean).abs() < 1e-6);
     assert!((f64::from(s.std[0]) - raw_std).abs() < 1e-6);
     let (m, sd) = mean_std(&s.train.images);
@@ -342,7 +342,7 @@ fn bundled_fashion_mnist_splits_and_normalises() {
 
     // Normalising again changes nothing: stored stats still map raw values to current ones.
     let before = s.clone();
-    s.normalize();
+    s.normalize().unwrap();
     assert!((s.mean[0] - before.mean[0]).abs() < 1e-6 && (s.std[0] - before.std[0]).abs() < 1e-6);
     for (a, b) in s.test.images.iter().zip(&before.test.images).step_by(101) {
         assert!((a - b).abs() < 1e-5);

@@ -4,9 +4,10 @@
 
 use papa_core::layout::{Layout, TensorKind};
 use papa_core::rng::Rng;
+use papa_model::layer::Layer;
+use papa_model::{zoo, ModelError};
 use papa_train::model::{
-    argmax, count_correct, ensemble_probabilities, init_member, soft_cross_entropy, Error, Input,
-    Layer, Mode, ModelKind, ModelSpec, Network,
+    argmax, count_correct, soft_cross_entropy, Error, Input, Mode, ModelSpec, Network,
 };
 
 fn uniform(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
@@ -23,7 +24,7 @@ fn population(spec: &ModelSpec, p: usize, seed: u64) -> Vec<f32> {
     let rng = Rng::new(seed);
     let mut extra = rng.fork(1000);
     for (j, member) in params.chunks_mut(n).enumerate() {
-        init_member(spec, &mut rng.fork(j as u64), member).unwrap();
+        spec.init_member(&mut rng.fork(j as u64), member).unwrap();
         for t in spec.tensors() {
             let r = t.offset..t.offset + t.shape.iter().product::<usize>();
             match t.kind {
@@ -44,7 +45,7 @@ fn population(spec: &ModelSpec, p: usize, seed: u64) -> Vec<f32> {
 }
 
 fn seq(layers: Vec<Layer>, c: usize, h: usize, w: usize, classes: usize) -> ModelSpec {
-    ModelSpec::new(ModelKind::Sequential(layers), c, h, w, classes).unwrap()
+    ModelSpec::new(&layers, [c, h, w], classes).unwrap()
 }
 
 fn trainable(spec: &ModelSpec, p: usize) -> Vec<usize> {
@@ -159,7 +160,7 @@ fn check_network(spec: &ModelSpec, p: usize, b: usize, mode: Mode, seed: u64) {
 
 #[test]
 fn cnn_s_layout_matches_pytorch() {
-    let spec = ModelSpec::new(ModelKind::CnnS, 1, 28, 28, 10).unwrap();
+    let spec = ModelSpec::new(&zoo::cnn_s(10), [1, 28, 28], 10).unwrap();
     // 422,026 numbers plus the two `num_batches_tracked` counters.
     assert_eq!(spec.len(), 422_028);
     let counters = spec
@@ -208,37 +209,36 @@ fn cnn_s_layout_matches_pytorch() {
             ("fc1.weight", 128, None),
         ]
     );
-    let mlp = ModelSpec::new(
-        ModelKind::Mlp {
-            hidden: vec![100, 50],
-        },
-        1,
-        28,
-        28,
-        10,
-    )
-    .unwrap();
+    let mlp = ModelSpec::new(&zoo::mlp(&[100, 50], 10), [1, 28, 28], 10).unwrap();
     assert_eq!(mlp.len(), 784 * 100 + 100 + 100 * 50 + 50 + 50 * 10 + 10);
     assert_eq!(mlp.repairable().count(), 2);
 }
 
 #[test]
 fn bad_specs_and_buffers_are_errors() {
-    let conv_after_flatten = vec![Layer::Flatten, Layer::Conv3x3 { out: 2 }];
+    let conv_after_flatten = vec![Layer::Flatten, Layer::conv3x3(2)];
     assert!(matches!(
-        ModelSpec::new(ModelKind::Sequential(conv_after_flatten), 1, 4, 4, 2),
-        Err(Error::Spec(_))
+        ModelSpec::new(&conv_after_flatten, [1, 4, 4], 2),
+        Err(ModelError::LayerDoesNotFit { index: 1, .. })
     ));
-    assert!(ModelSpec::new(
-        ModelKind::Sequential(vec![Layer::Linear { out: 3 }]),
-        1,
-        4,
-        4,
-        3
-    )
-    .is_err());
-    assert!(ModelSpec::new(ModelKind::CnnS, 1, 28, 28, 0).is_err());
-    let spec = ModelSpec::new(ModelKind::Mlp { hidden: vec![4] }, 1, 2, 2, 3).unwrap();
+    assert!(ModelSpec::new(&[Layer::Linear { out_features: 3 }], [1, 4, 4], 3).is_err());
+    // A layer the model description allows but the CPU engine has no kernel for.
+    let wide = [
+        Layer::Conv2d {
+            out_channels: 2,
+            kernel: 5,
+            stride: 1,
+            padding: 2,
+        },
+        Layer::Flatten,
+    ];
+    let wide = ModelSpec::new(&wide, [1, 4, 4], 32).unwrap();
+    assert!(matches!(
+        Network::new(&wide, 1, 2),
+        Err(Error::Unsupported { op: 0, .. })
+    ));
+    assert!(ModelSpec::new(&zoo::cnn_s(0), [1, 28, 28], 0).is_err());
+    let spec = ModelSpec::new(&zoo::mlp(&[4], 3), [1, 2, 2], 3).unwrap();
     let mut net = Network::new(&spec, 2, 4).unwrap();
     let mut params = population(&spec, 2, 1);
     assert!(matches!(
@@ -247,11 +247,11 @@ fn bad_specs_and_buffers_are_errors() {
     ));
     assert!(matches!(
         net.forward(&mut params[1..], Input::Shared(&[0.0; 8]), Mode::Eval),
-        Err(Error::Length { .. })
+        Err(Error::Length(_))
     ));
     assert!(matches!(
         net.forward(&mut params, Input::Shared(&[0.0; 7]), Mode::Eval),
-        Err(Error::Length { .. })
+        Err(Error::Length(_))
     ));
     assert!(matches!(
         net.forward(&mut params, Input::Shared(&[0.0; 20]), Mode::Eval),
@@ -261,7 +261,7 @@ fn bad_specs_and_buffers_are_errors() {
         .unwrap();
     assert!(matches!(
         net.backward(&params, &[0.0; 5]),
-        Err(Error::Length { .. })
+        Err(Error::Length(_))
     ));
     assert!(net.pre_activation(2).is_err());
     let bn = seq(vec![Layer::Flatten, Layer::BatchNorm], 1, 1, 2, 2);
@@ -275,9 +275,9 @@ fn bad_specs_and_buffers_are_errors() {
 
 #[test]
 fn init_follows_pytorch_defaults() {
-    let spec = ModelSpec::new(ModelKind::CnnS, 1, 28, 28, 10).unwrap();
+    let spec = ModelSpec::new(&zoo::cnn_s(10), [1, 28, 28], 10).unwrap();
     let mut member = vec![f32::NAN; spec.len()];
-    init_member(&spec, &mut Rng::new(3), &mut member).unwrap();
+    spec.init_member(&mut Rng::new(3), &mut member).unwrap();
     let get = |name: &str| {
         let t = spec.find(name).unwrap();
         &member[t.offset..t.offset + t.shape.iter().product::<usize>()]
@@ -304,9 +304,9 @@ fn init_follows_pytorch_defaults() {
     assert!(get("bn1.running_var").iter().all(|&v| v == 1.0));
     assert_eq!(get("bn1.num_batches_tracked"), [0.0]);
     let mut again = vec![0.0; spec.len()];
-    init_member(&spec, &mut Rng::new(3), &mut again).unwrap();
+    spec.init_member(&mut Rng::new(3), &mut again).unwrap();
     assert_eq!(member, again);
-    assert!(init_member(&spec, &mut Rng::new(3), &mut again[1..]).is_err());
+    assert!(spec.init_member(&mut Rng::new(3), &mut again[1..]).is_err());
 }
 
 #[test]
@@ -322,7 +322,7 @@ fn conv_forward_matches_direct_convolution() {
 
 fn conv_forward_case(cin: usize, h: usize, w: usize, cout: usize, b: usize) {
     let spec = seq(
-        vec![Layer::Conv3x3 { out: cout }, Layer::Flatten],
+        vec![Layer::conv3x3(cout), Layer::Flatten],
         cin,
         h,
         w,
@@ -378,7 +378,7 @@ fn conv_forward_case(cin: usize, h: usize, w: usize, cout: usize, b: usize) {
 #[test]
 fn maxpool_and_mlp_forward_match_direct_computation() {
     let (c, h, w) = (2, 5, 4);
-    let spec = seq(vec![Layer::MaxPool2, Layer::Flatten], c, h, w, c * 2 * 2);
+    let spec = seq(vec![Layer::max_pool2(), Layer::Flatten], c, h, w, c * 2 * 2);
     let input = uniform(&mut Rng::new(2), c * h * w, 1.0);
     let mut net = Network::new(&spec, 1, 1).unwrap();
     let out = net.evaluate(&[], Input::Shared(&input)).unwrap();
@@ -394,7 +394,7 @@ fn maxpool_and_mlp_forward_match_direct_computation() {
             }
         }
     }
-    let mlp = ModelSpec::new(ModelKind::Mlp { hidden: vec![3] }, 2, 1, 2, 2).unwrap();
+    let mlp = ModelSpec::new(&zoo::mlp(&[3], 2), [2, 1, 2], 2).unwrap();
     let params = population(&mlp, 1, 4);
     let x = [0.3f32, -0.7, 0.2, 0.9];
     let out = Network::new(&mlp, 1, 1)
@@ -496,8 +496,8 @@ fn linear_backward_matches_finite_differences() {
     let spec = seq(
         vec![
             Layer::Flatten,
-            Layer::Linear { out: 4 },
-            Layer::Linear { out: 3 },
+            Layer::Linear { out_features: 4 },
+            Layer::Linear { out_features: 3 },
         ],
         2,
         1,
@@ -510,11 +510,7 @@ fn linear_backward_matches_finite_differences() {
 #[test]
 fn conv_backward_with_padding_matches_finite_differences() {
     let spec = seq(
-        vec![
-            Layer::Conv3x3 { out: 3 },
-            Layer::Conv3x3 { out: 2 },
-            Layer::Flatten,
-        ],
+        vec![Layer::conv3x3(3), Layer::conv3x3(2), Layer::Flatten],
         2,
         4,
         5,
@@ -528,11 +524,7 @@ fn conv_backward_over_several_im2col_groups_matches_finite_differences() {
     // Two im2col-gemm convs (4 input channels) on 28 x 28 images: groups of 2 samples over
     // two chunks, the last group partial; the second conv also takes the input gradient.
     let spec = seq(
-        vec![
-            Layer::Conv3x3 { out: 4 },
-            Layer::Conv3x3 { out: 2 },
-            Layer::Flatten,
-        ],
+        vec![Layer::conv3x3(4), Layer::conv3x3(2), Layer::Flatten],
         4,
         28,
         28,
@@ -544,7 +536,7 @@ fn conv_backward_over_several_im2col_groups_matches_finite_differences() {
 #[test]
 fn batchnorm_backward_matches_finite_differences() {
     let spatial = seq(
-        vec![Layer::Conv3x3 { out: 3 }, Layer::BatchNorm, Layer::Flatten],
+        vec![Layer::conv3x3(3), Layer::BatchNorm, Layer::Flatten],
         2,
         3,
         3,
@@ -555,9 +547,9 @@ fn batchnorm_backward_matches_finite_differences() {
     let flat = seq(
         vec![
             Layer::Flatten,
-            Layer::Linear { out: 4 },
+            Layer::Linear { out_features: 4 },
             Layer::BatchNorm,
-            Layer::Linear { out: 3 },
+            Layer::Linear { out_features: 3 },
         ],
         1,
         2,
@@ -571,9 +563,9 @@ fn batchnorm_backward_matches_finite_differences() {
 fn relu_and_maxpool_backward_match_finite_differences() {
     let relu = seq(
         vec![
-            Layer::Conv3x3 { out: 3 },
+            Layer::conv3x3(3),
             Layer::Relu,
-            Layer::Conv3x3 { out: 2 },
+            Layer::conv3x3(2),
             Layer::Flatten,
         ],
         1,
@@ -584,9 +576,9 @@ fn relu_and_maxpool_backward_match_finite_differences() {
     check_network(&relu, 2, 3, Mode::Train, 16);
     let pool = seq(
         vec![
-            Layer::Conv3x3 { out: 3 },
-            Layer::MaxPool2,
-            Layer::Conv3x3 { out: 2 },
+            Layer::conv3x3(3),
+            Layer::max_pool2(),
+            Layer::conv3x3(2),
             Layer::Flatten,
         ],
         2,
@@ -598,10 +590,10 @@ fn relu_and_maxpool_backward_match_finite_differences() {
     // A max-pool after a ReLU applies the ReLU's mask in its own backward.
     let relu_pool = seq(
         vec![
-            Layer::Conv3x3 { out: 3 },
+            Layer::conv3x3(3),
             Layer::Relu,
-            Layer::MaxPool2,
-            Layer::Conv3x3 { out: 2 },
+            Layer::max_pool2(),
+            Layer::conv3x3(2),
             Layer::Flatten,
         ],
         2,
@@ -614,18 +606,18 @@ fn relu_and_maxpool_backward_match_finite_differences() {
 
 fn small_cnn() -> ModelSpec {
     let layers = vec![
-        Layer::Conv3x3 { out: 4 },
+        Layer::conv3x3(4),
         Layer::BatchNorm,
         Layer::Relu,
-        Layer::MaxPool2,
-        Layer::Conv3x3 { out: 5 },
+        Layer::max_pool2(),
+        Layer::conv3x3(5),
         Layer::BatchNorm,
         Layer::Relu,
-        Layer::MaxPool2,
+        Layer::max_pool2(),
         Layer::Flatten,
-        Layer::Linear { out: 6 },
+        Layer::Linear { out_features: 6 },
         Layer::Relu,
-        Layer::Linear { out: 3 },
+        Layer::Linear { out_features: 3 },
     ];
     seq(layers, 2, 8, 8, 3)
 }
@@ -740,7 +732,7 @@ fn soft_cross_entropy_matches_finite_differences() {
 }
 
 #[test]
-fn accuracy_and_ensemble_helpers() {
+fn accuracy_helpers() {
     assert_eq!(argmax(&[0.1, 0.7, 0.7, -1.0]), 1);
     // P = 2, B = 2, 3 classes.
     let logits = [
@@ -752,12 +744,6 @@ fn accuracy_and_ensemble_helpers() {
     count_correct(&logits, 3, &[1, 0, 2, 1], &mut correct).unwrap();
     assert_eq!(correct, [2, 1]);
     assert!(count_correct(&logits, 3, &[1, 0, 2], &mut correct).is_err());
-    let mut probs = [0.0; 6];
-    ensemble_probabilities(&logits, 2, 3, &mut probs).unwrap();
-    let e = std::f32::consts::E;
-    let p1 = e / (e + 2.0);
-    assert!((probs[1] - (p1 + (1.0 - p1) / 2.0) / 2.0).abs() < 1e-6);
-    assert!((probs[..3].iter().sum::<f32>() - 1.0).abs() < 1e-6);
 }
 
 /// One training step (forward, loss, backward) of the whole population.
@@ -832,7 +818,7 @@ fn population_equals_members_run_alone() {
 
 #[test]
 fn same_bits_on_one_and_two_threads() {
-    let spec = ModelSpec::new(ModelKind::CnnS, 1, 28, 28, 10).unwrap();
+    let spec = ModelSpec::new(&zoo::cnn_s(10), [1, 28, 28], 10).unwrap();
     let (p, b) = (2, 37);
     let input = uniform(&mut Rng::new(51), p * b * spec.input_len(), 1.0);
     let targets = one_hot(p, b, 10);

@@ -4,6 +4,7 @@
 #![allow(clippy::single_range_in_vec_init)]
 
 use papa_core::rng::Rng;
+use papa_core::LengthMismatch;
 use papa_train::optim::{LrSchedule, OptimError, Sgd, DEFAULT_MIN_LR};
 
 /// `torch.optim.SGD.step` for one tensor, transcribed from PyTorch's `_single_tensor_sgd`
@@ -148,14 +149,14 @@ fn sgd_rejects_bad_shapes() {
     let (mut p, g, mut v) = (vec![0.0; 10], vec![0.0; 10], vec![0.0; 10]);
     assert!(matches!(
         sgd.step(&mut p, &g[..9], &mut v, 5, &[0..5], 0.1),
-        Err(OptimError::Length { what: "grads", .. })
+        Err(OptimError::Length(LengthMismatch { what: "grads", .. }))
     ));
     assert!(matches!(
         sgd.step(&mut p, &g, &mut v[..8], 5, &[0..5], 0.1),
-        Err(OptimError::Length {
+        Err(OptimError::Length(LengthMismatch {
             what: "velocity",
             ..
-        })
+        }))
     ));
     assert!(matches!(
         sgd.step(&mut p, &g, &mut v, 3, &[0..3], 0.1),
@@ -180,7 +181,7 @@ fn sgd_rejects_bad_shapes() {
     };
     assert!(matches!(
         nesterov_without_momentum.step(&mut p, &g, &mut v, 5, &[0..5], 0.1),
-        Err(OptimError::Hyper(_))
+        Err(OptimError::NesterovWithoutMomentum { .. })
     ));
 }
 

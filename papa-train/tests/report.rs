@@ -1,9 +1,9 @@
-//! Checks of the run report: JSON round trip, the table shows the numbers given, the SVG is
-//! drawn with one line per member and per average, and the files land in the directory.
+//! Checks of the run report: JSON round trip, the table shows the numbers given, and the
+//! files land in the directory (the plot is the CLI's: papa-cli/tests/plot.rs).
 
 use papa_train::augment::Recipe;
 use papa_train::report::{
-    markdown_table, plot_history, write_report, Accuracy, EpochRecord, MethodResult, RunReport,
+    markdown_table, write_report, Accuracy, EpochRecord, MethodResult, RunReport,
 };
 
 /// A hand-made history: `members` members over `epochs` epochs, the average measured on
@@ -174,48 +174,7 @@ fn table_escapes_pipes_and_handles_no_results() {
 }
 
 #[test]
-fn svg_has_a_line_per_member_and_average() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("accuracy.svg");
-    plot_history(&report(), &path).unwrap();
-    let svg = std::fs::read_to_string(&path).unwrap();
-    assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
-    // Data lines have one point per epoch (3 or 4 here); grid lines and legend samples have
-    // two. Two methods x (3 thin member lines + 1 thick average line).
-    let lines: Vec<&str> = svg
-        .split("<polyline")
-        .skip(1)
-        .filter(|tag| {
-            let points = tag.split("points=\"").nth(1).unwrap().split('"').next();
-            points.unwrap().split_whitespace().count() >= 3
-        })
-        .collect();
-    assert_eq!(lines.len(), 2 * (3 + 1), "{svg}");
-    let thick = lines.iter().filter(|l| l.contains("stroke-width=\"3\""));
-    assert_eq!(thick.count(), 2);
-    assert!(svg.contains("<text"));
-    assert!(svg.contains("epoch"));
-    assert!(svg.contains("papa (cnn-s, P = 3)"));
-}
-
-#[test]
-fn svg_of_empty_inputs_is_still_drawn() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut report = report();
-    report.results[0].history.clear();
-    report.results[1].history.truncate(1);
-    let path = dir.path().join("a.svg");
-    plot_history(&report, &path).unwrap();
-    assert!(std::fs::read_to_string(&path).unwrap().starts_with("<svg"));
-    report.results.clear();
-    plot_history(&report, &path).unwrap();
-    assert!(std::fs::read_to_string(&path)
-        .unwrap()
-        .contains("no results"));
-}
-
-#[test]
-fn write_report_writes_the_three_files() {
+fn write_report_writes_the_two_files() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run").join("results");
     let report = report();
@@ -225,7 +184,7 @@ fn write_report_writes_the_three_files() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["accuracy.svg", "results.json", "results.md"]);
+    assert_eq!(names, ["results.json", "results.md"]);
     let json = std::fs::read_to_string(out.join("results.json")).unwrap();
     assert_eq!(serde_json::from_str::<RunReport>(&json).unwrap(), report);
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();

@@ -14,7 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// seconds.
 fn small_splits() -> Splits {
     let mut splits = data::load("fashion-mnist", 0.1, 0).expect("bundled data");
-    splits.normalize();
+    splits.normalize().unwrap();
     let keep = |d: &mut Dataset, n: usize| {
         let sl = d.sample_len();
         d.images.truncate(n * sl);
@@ -208,7 +208,7 @@ fn repair_gives_children_the_goal_statistics() {
     let mut population = vec![0.0; p * n];
     let rng = papa_core::rng::Rng::new(3);
     for (j, m) in population.chunks_exact_mut(n).enumerate() {
-        papa_train::model::init_member(&spec, &mut rng.fork(j as u64), m).unwrap();
+        spec.init_member(&mut rng.fork(j as u64), m).unwrap();
     }
     let calibration = &splits.train.images[..3 * batch * splits.train.sample_len()];
     let weights = [0.5f32, 0.3, 0.2];

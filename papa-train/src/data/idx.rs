@@ -16,6 +16,9 @@ pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 /// Magic number of an IDX file of unsigned bytes with one dimension (labels).
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 
+/// Stored 8-bit pixels are divided by this, to `[0, 1]`.
+pub const PIXEL_SCALE: f32 = 255.0;
+
 /// Images read from an IDX file, pixels scaled from `0..=255` to `[0, 1]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdxImages {
@@ -71,7 +74,7 @@ pub fn parse_images(bytes: &[u8], path: &Path) -> Result<IdxImages, DataError> {
         ));
     }
     let body = body(bytes, &dims, path)?;
-    let pixels = body.iter().map(|&b| f32::from(b) / 255.0).collect();
+    let pixels = body.iter().map(|&b| f32::from(b) / PIXEL_SCALE).collect();
     Ok(IdxImages {
         count,
         rows,

@@ -10,6 +10,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use papa_core::rng::Rng;
+use papa_core::LengthMismatch;
+use papa_model::card::Normalization;
 use rayon::prelude::*;
 
 pub use csv::{CsvOptions, LabelColumn};
@@ -64,9 +66,39 @@ pub enum DataError {
         /// What was looked for.
         message: String,
     },
-    /// A bad argument (split fraction, batch size, buffer length, index).
-    #[error("{0}")]
-    Argument(String),
+    /// A buffer had the wrong length.
+    #[error(transparent)]
+    Length(#[from] LengthMismatch),
+    /// A sample index beyond the dataset.
+    #[error("sample {index} is out of range for {len} samples")]
+    Index {
+        /// The index given.
+        index: usize,
+        /// Samples in the dataset.
+        len: usize,
+    },
+    /// A validation fraction outside `[0, 1)`, or one that leaves no training sample.
+    #[error("validation fraction {fraction} leaves no training data out of {samples} samples (it must lie in [0, 1))")]
+    ValFraction {
+        /// The fraction given.
+        fraction: f64,
+        /// Samples in the training file.
+        samples: usize,
+    },
+    /// Train and test samples differ in shape.
+    #[error("train samples are {train:?} (c, h, w) but test samples are {test:?}")]
+    Shapes {
+        /// Train sample shape.
+        train: [usize; 3],
+        /// Test sample shape.
+        test: [usize; 3],
+    },
+    /// More samples than 32-bit indices address.
+    #[error("{0} samples exceed 2^32")]
+    TooMany(usize),
+    /// A batch size of zero.
+    #[error("the batch size must be at least 1")]
+    ZeroBatch,
 }
 
 /// A labelled set of images, `n x channels x height x width`, row-major (NCHW).
@@ -111,6 +143,22 @@ impl Dataset {
         self.images.get(i * len..(i + 1) * len)
     }
 
+    /// Applies `normalization` (one mean and std per channel) to every sample, in parallel
+    /// over samples (the same bits on any thread count).
+    pub fn normalize_with(&mut self, normalization: &Normalization) -> Result<(), DataError> {
+        let channels = normalization.mean.len();
+        LengthMismatch::check(
+            "normalisation (one mean per channel)",
+            self.channels,
+            channels,
+        )?;
+        let (plane, sample) = (self.height * self.width, self.sample_len().max(1));
+        self.images
+            .par_chunks_mut(sample * 256)
+            .try_for_each(|block| normalization.apply(block, plane))?;
+        Ok(())
+    }
+
     /// Copies the samples at `indices` into a batch: `images_out` must hold
     /// `indices.len() * sample_len()` values and `labels_out` `indices.len()` labels.
     pub fn gather(
@@ -120,23 +168,16 @@ impl Dataset {
         labels_out: &mut [u8],
     ) -> Result<(), DataError> {
         let len = self.sample_len();
-        if images_out.len() != indices.len() * len || labels_out.len() != indices.len() {
-            return Err(DataError::Argument(format!(
-                "gather of {} samples needs {} image values and {} labels, got {} and {}",
-                indices.len(),
-                indices.len() * len,
-                indices.len(),
-                images_out.len(),
-                labels_out.len()
-            )));
-        }
+        LengthMismatch::check("gathered images", indices.len() * len, images_out.len())?;
+        LengthMismatch::check("gathered labels", indices.len(), labels_out.len())?;
         for ((&i, out), label) in indices
             .iter()
             .zip(images_out.chunks_exact_mut(len.max(1)))
             .zip(labels_out.iter_mut())
         {
-            let sample = self.sample(i as usize).ok_or_else(|| {
-                DataError::Argument(format!("index {i} out of range for {} samples", self.len()))
+            let sample = self.sample(i as usize).ok_or(DataError::Index {
+                index: i as usize,
+                len: self.len(),
             })?;
             out.copy_from_slice(sample);
             *label = self.labels[i as usize];
@@ -207,6 +248,11 @@ pub struct Splits {
     pub mean: Vec<f32>,
     /// Per-channel std dividing raw values (1 until [`Splits::normalize`]).
     pub std: Vec<f32>,
+    /// Raw values are the stored ones divided by this: 255 for 8-bit IDX pixels, 1 for CSV
+    /// features (the model card records it).
+    pub pixel_scale: f32,
+    /// Class names in label order, where the dataset is known to have them (else empty).
+    pub class_names: Vec<String>,
 }
 
 impl Splits {
@@ -219,26 +265,24 @@ impl Splits {
         val_fraction: f64,
         seed: u64,
     ) -> Result<Splits, DataError> {
+        let bad_fraction = DataError::ValFraction {
+            fraction: val_fraction,
+            samples: train.len(),
+        };
         if !(0.0..1.0).contains(&val_fraction) {
-            return Err(DataError::Argument(format!(
-                "validation fraction {val_fraction} outside [0, 1)"
-            )));
+            return Err(bad_fraction);
         }
-        let shape = |d: &Dataset| (d.channels, d.height, d.width);
+        let shape = |d: &Dataset| [d.channels, d.height, d.width];
         if shape(&train) != shape(&test) {
-            return Err(DataError::Argument(format!(
-                "train samples are {:?} (c, h, w) but test samples are {:?}",
-                shape(&train),
-                shape(&test)
-            )));
+            return Err(DataError::Shapes {
+                train: shape(&train),
+                test: shape(&test),
+            });
         }
-        let n = u32::try_from(train.len())
-            .map_err(|_| DataError::Argument(format!("{} samples exceed u32", train.len())))?;
+        let n = u32::try_from(train.len()).map_err(|_| DataError::TooMany(train.len()))?;
         let val_count = (val_fraction * f64::from(n)).round() as usize;
         if val_count >= n as usize {
-            return Err(DataError::Argument(format!(
-                "validation split of {val_count} leaves no training data out of {n}"
-            )));
+            return Err(bad_fraction);
         }
         let mut order: Vec<u32> = (0..n).collect();
         Rng::new(seed).fork(VAL_STREAM).shuffle(&mut order);
@@ -252,26 +296,31 @@ impl Splits {
             test,
             mean: vec![0.0; channels],
             std: vec![1.0; channels],
+            pixel_scale: 1.0,
+            class_names: Vec::new(),
         })
+    }
+
+    /// The normalisation that maps raw values to the current ones.
+    pub fn normalization(&self) -> Normalization {
+        Normalization {
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+        }
     }
 
     /// Computes the per-channel mean and (population) std of the training split in f64 and
     /// applies `(x - mean) / std` to all three splits. Calling it again composes: the stored
     /// `mean`/`std` always map raw values to the current ones. A constant channel gets
     /// std 1 so that it maps to 0 instead of NaN.
-    pub fn normalize(&mut self) {
+    pub fn normalize(&mut self) -> Result<(), DataError> {
         let (mean, std) = channel_stats(&self.train);
+        let step = Normalization {
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std: std.iter().map(|&s| s as f32).collect(),
+        };
         for d in [&mut self.train, &mut self.val, &mut self.test] {
-            let plane = d.height * d.width;
-            let channels = d.channels;
-            d.images
-                .par_chunks_mut(plane.max(1))
-                .enumerate()
-                .for_each(|(k, values)| {
-                    let c = k % channels;
-                    let (m, s) = (mean[c] as f32, std[c] as f32);
-                    values.iter_mut().for_each(|v| *v = (*v - m) / s);
-                });
+            d.normalize_with(&step)?;
         }
         for c in 0..self.mean.len() {
             // (((x - m1) / s1) - m2) / s2 = (x - (m1 + m2 s1)) / (s1 s2)
@@ -279,6 +328,7 @@ impl Splits {
             self.mean[c] = (m1 + mean[c] * s1) as f32;
             self.std[c] = (s1 * std[c]) as f32;
         }
+        Ok(())
     }
 
     /// The value a black (raw 0) pixel of `channel` has after normalisation: the padding
@@ -405,11 +455,20 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
             },
         });
     }
+    let dir_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let (mut pixel_scale, mut class_names) = (1.0, Vec::new());
     let (train, test) = if let Some(files) = idx_files(&dir) {
         // Flips keep clothes in their class; only Fashion-MNIST is known to be such data.
-        let hflip_ok = dir
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().to_lowercase().contains("fashion"));
+        let hflip_ok = dir_name.contains("fashion");
+        pixel_scale = idx::PIXEL_SCALE;
+        class_names = match dir_name.as_str() {
+            "fashion-mnist" => FASHION_MNIST_CLASSES.map(String::from).to_vec(),
+            "mnist" => (0..10).map(|d| d.to_string()).collect(),
+            _ => Vec::new(),
+        };
         let [tr_img, tr_lab, te_img, te_lab] = files;
         let mut train = idx_dataset(&tr_img, &tr_lab, hflip_ok)?;
         let mut test = idx_dataset(&te_img, &te_lab, hflip_ok)?;
@@ -436,8 +495,27 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
     };
     train.validate(&format!("{source} (train)"))?;
     test.validate(&format!("{source} (test)"))?;
-    Splits::new(train, test, options.val_fraction, options.seed)
+    let mut splits = Splits::new(train, test, options.val_fraction, options.seed)?;
+    splits.pixel_scale = pixel_scale;
+    if class_names.len() == splits.train.classes {
+        splits.class_names = class_names;
+    }
+    Ok(splits)
 }
+
+/// Fashion-MNIST's class names, in label order.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
 
 /// The four IDX files in `dir` (each raw or `.gz`), or `None` when any is missing.
 fn idx_files(dir: &Path) -> Option<[PathBuf; 4]> {
@@ -502,7 +580,7 @@ pub fn batches(
     batch_size: usize,
 ) -> Result<std::slice::ChunksExact<'_, u32>, DataError> {
     if batch_size == 0 {
-        return Err(DataError::Argument("batch size 0".to_string()));
+        return Err(DataError::ZeroBatch);
     }
     Ok(order.chunks_exact(batch_size))
 }

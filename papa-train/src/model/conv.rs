@@ -11,7 +11,7 @@
 //! then one contiguous span of `3 cin` values, read without a bounds test.
 
 use super::kernels::{chunks, elementwise, fill_rows, matmul, par_samples, Batched, Mat, CHUNK};
-use super::spec::ConvLayer;
+use papa_model::plan::ConvLayer;
 use rayon::prelude::*;
 use std::cell::RefCell;
 

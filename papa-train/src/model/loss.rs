@@ -1,6 +1,7 @@
-//! Soft-target cross-entropy, accuracy and ensemble helpers over `P x B x classes` logits.
+//! Soft-target cross-entropy and accuracy over `P x B x classes` logits.
 
 use super::Error;
+use papa_core::LengthMismatch;
 
 /// Soft-target cross-entropy of every member (mixup, cutmix and label smoothing give
 /// probability rows as targets).
@@ -19,25 +20,25 @@ pub fn soft_cross_entropy(
     let (p, len) = (losses.len(), logits.len());
     let per_member = if p == 0 || classes == 0 { 0 } else { len / p };
     if per_member == 0 || per_member % classes != 0 || per_member * p != len {
-        return Err(Error::Length {
+        return Err(Error::Length(LengthMismatch {
             what: "logits (P x B x classes)",
             expected: p.max(1) * classes.max(1),
             found: len,
-        });
+        }));
     }
     if targets.len() != len {
-        return Err(Error::Length {
+        return Err(Error::Length(LengthMismatch {
             what: "targets",
             expected: len,
             found: targets.len(),
-        });
+        }));
     }
     if dlogits.len() != len {
-        return Err(Error::Length {
+        return Err(Error::Length(LengthMismatch {
             what: "dlogits",
             expected: len,
             found: dlogits.len(),
-        });
+        }));
     }
     let batch = per_member / classes;
     let scale = 1.0 / batch as f64;
@@ -92,19 +93,19 @@ pub fn count_correct(
     let p = correct.len();
     let rows = logits.len().checked_div(classes).unwrap_or(0);
     if p == 0 || rows == 0 || rows * classes != logits.len() || !rows.is_multiple_of(p) {
-        return Err(Error::Length {
+        return Err(Error::Length(LengthMismatch {
             what: "logits (P x B x classes)",
             expected: p.max(1) * classes.max(1),
             found: logits.len(),
-        });
+        }));
     }
     let batch = rows / p;
     if labels.len() != batch && labels.len() != rows {
-        return Err(Error::Length {
+        return Err(Error::Length(LengthMismatch {
             what: "labels",
             expected: batch,
             found: labels.len(),
-        });
+        }));
     }
     for (m, c) in correct.iter_mut().enumerate() {
         *c = (0..batch)
@@ -113,46 +114,6 @@ pub fn count_correct(
                     == labels[(m * batch + s) % labels.len()]
             })
             .count();
-    }
-    Ok(())
-}
-
-/// The ensemble's prediction: the mean over members of each member's softmax, for logits
-/// `P x B x classes` computed on the same batch; writes `B x classes` into `probs`.
-pub fn ensemble_probabilities(
-    logits: &[f32],
-    population: usize,
-    classes: usize,
-    probs: &mut [f32],
-) -> Result<(), Error> {
-    let unit = population * classes;
-    if unit == 0 || !logits.len().is_multiple_of(unit) || logits.is_empty() {
-        return Err(Error::Length {
-            what: "logits (P x B x classes)",
-            expected: unit.max(1),
-            found: logits.len(),
-        });
-    }
-    let per_member = logits.len() / population;
-    if probs.len() != per_member {
-        return Err(Error::Length {
-            what: "probs",
-            expected: per_member,
-            found: probs.len(),
-        });
-    }
-    probs.fill(0.0);
-    for member in logits.chunks_exact(per_member) {
-        for (z, out) in member
-            .chunks_exact(classes)
-            .zip(probs.chunks_exact_mut(classes))
-        {
-            let max = z.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-            let sum: f32 = z.iter().map(|&v| (v - max).exp()).sum();
-            for (o, &v) in out.iter_mut().zip(z) {
-                *o += (v - max).exp() / sum / population as f32;
-            }
-        }
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Population-batched models: specification, parameter layout, forward and backward.
+//! Population-batched models on the CPU: forward and backward of papa-model's descriptions.
 //!
 //! A population of P members is one contiguous `P x N` buffer of `f32` (member-major: row `j`
 //! is member `j`'s flat parameter vector, BatchNorm running statistics and counters included,
@@ -6,14 +6,15 @@
 //!
 //! ```
 //! use papa_core::rng::Rng;
-//! use papa_train::model::{init_member, Input, Mode, ModelKind, ModelSpec, Network};
+//! use papa_model::zoo;
+//! use papa_train::model::{Input, Mode, ModelSpec, Network};
 //!
-//! let spec = ModelSpec::new(ModelKind::Mlp { hidden: vec![8] }, 1, 4, 4, 3).unwrap();
+//! let spec = ModelSpec::new(&zoo::mlp(&[8], 3), [1, 4, 4], 3).unwrap();
 //! let (p, b) = (2, 5);
 //! let mut params = vec![0.0; p * spec.len()];
 //! let rng = Rng::new(1);
 //! for (j, member) in params.chunks_mut(spec.len()).enumerate() {
-//!     init_member(&spec, &mut rng.fork(j as u64), member).unwrap();
+//!     spec.init_member(&mut rng.fork(j as u64), member).unwrap();
 //! }
 //! let mut net = Network::new(&spec, p, b).unwrap();
 //! let input = vec![0.5; p * b * 16];
@@ -27,16 +28,13 @@ mod conv;
 mod kernels;
 mod loss;
 mod network;
-mod spec;
 
-pub use loss::{argmax, count_correct, ensemble_probabilities, soft_cross_entropy};
+pub use loss::{argmax, count_correct, soft_cross_entropy};
 pub use network::{Input, LayerOutput, Mode, Network};
-pub use spec::{init_member, Layer, ModelKind, ModelSpec, RepairableLayer, TensorInfo};
+pub use papa_model::{ModelSpec, RepairableLayer, TensorInfo, BN_EPS, BN_MOMENTUM};
 
-/// BatchNorm's epsilon (PyTorch's default).
-pub const BN_EPS: f32 = 1e-5;
-/// BatchNorm's running-statistics momentum (PyTorch's default).
-pub const BN_MOMENTUM: f32 = 0.1;
+use papa_core::LengthMismatch;
+use papa_model::ModelError;
 
 /// What went wrong in a model call; every public entry point checks its buffers and returns
 /// this instead of panicking.
@@ -44,14 +42,27 @@ pub const BN_MOMENTUM: f32 = 0.1;
 #[non_exhaustive]
 pub enum Error {
     /// A buffer had the wrong length.
-    #[error("{what}: expected {expected} values, got {found}")]
-    Length {
-        /// Which argument (e.g. `"params"`, `"input"`).
+    #[error(transparent)]
+    Length(#[from] LengthMismatch),
+    /// The model description is not buildable.
+    #[error("invalid model: {0}")]
+    Model(#[from] ModelError),
+    /// A layer the CPU engine has no kernel for (it runs 3x3 stride-1 padding-1 convolutions
+    /// and 2x2 stride-2 max-pools).
+    #[error("the CPU engine cannot run op {op} ({what})")]
+    Unsupported {
+        /// Index of the op in the model's plan.
+        op: usize,
+        /// What it lacks.
         what: &'static str,
-        /// The length needed.
-        expected: usize,
-        /// The length given.
-        found: usize,
+    },
+    /// A network was asked for zero members or a zero batch.
+    #[error("a network needs at least one member and one sample per batch (got {population} and {batch})")]
+    Empty {
+        /// Members asked for.
+        population: usize,
+        /// Samples per member asked for.
+        batch: usize,
     },
     /// A batch was empty or larger than the network was sized for.
     #[error("batch of {batch} samples does not fit a network sized for 1..={capacity}")]
@@ -68,12 +79,9 @@ pub enum Error {
         /// Values per channel in the batch.
         values: usize,
     },
-    /// `backward` was called without a preceding `forward` (each forward allows one backward).
+    /// `backward` was called without a preceding forward (each forward allows one backward).
     #[error("backward needs a preceding forward of the same network")]
     NoForward,
-    /// The model description is not buildable (zero size, layer on the wrong kind of input).
-    #[error("invalid model: {0}")]
-    Spec(String),
     /// A repairable layer index was out of range.
     #[error("no repairable layer {0}")]
     NoSuchLayer(usize),

@@ -5,8 +5,10 @@ use super::conv::{self, Conv};
 use super::kernels::{
     self, chunks, fill_rows, matmul, par_sample_blocks, par_samples, Batched, Mat, CHUNK, ROW_BLOCK,
 };
-use super::spec::{ConvLayer, LinearLayer, ModelSpec, Op};
+use super::ModelSpec;
 use super::{Error, BN_EPS, BN_MOMENTUM};
+use papa_core::LengthMismatch;
+use papa_model::plan::{ConvLayer, LinearLayer, Op};
 use rayon::prelude::*;
 
 /// How BatchNorm behaves in a forward pass.
@@ -104,13 +106,14 @@ impl Network {
     /// Allocates the workspace for `population` members and up to `batch` samples each.
     pub fn new(spec: &ModelSpec, population: usize, batch: usize) -> Result<Self, Error> {
         if population == 0 || batch == 0 {
-            return Err(Error::Spec("population and batch must be positive".into()));
+            return Err(Error::Empty { population, batch });
         }
+        supported(spec)?;
         let rows = population * batch;
         let mut acts = vec![vec![0.0; rows * spec.input_len()]];
-        let mut steps: Vec<Step> = Vec::with_capacity(spec.ops.len());
+        let mut steps: Vec<Step> = Vec::with_capacity(spec.ops().len());
         let (mut max_c, mut max_conv) = (0, 0);
-        for &op in &spec.ops {
+        for &op in spec.ops() {
             let input = acts.len() - 1;
             // ReLU after BatchNorm overwrites the BN output: nothing reads it later, while a
             // conv/linear output must survive for REPAIR's statistics.
@@ -249,8 +252,10 @@ impl Network {
     pub fn pre_activation(&self, layer: usize) -> Result<LayerOutput<'_>, Error> {
         let step = &self.steps[self
             .spec
-            .repairable_op(layer)
-            .ok_or(Error::NoSuchLayer(layer))?];
+            .repairable()
+            .nth(layer)
+            .ok_or(Error::NoSuchLayer(layer))?
+            .op];
         let (positions, channels) = match step.op {
             Op::Conv(ConvLayer { cout, h, w, .. }) => (h * w, cout),
             Op::Linear(LinearLayer { fout, .. }) => (1, fout),
@@ -381,15 +386,25 @@ impl Network {
 }
 
 fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(Error::Length {
-            what,
-            expected,
-            found,
-        })
+    Ok(LengthMismatch::check(what, expected, found)?)
+}
+
+/// Checks that every op has a kernel here: the convs and pools of the zoo, which keep (conv)
+/// or halve (pool) the image size.
+fn supported(spec: &ModelSpec) -> Result<(), Error> {
+    for (i, op) in spec.ops().iter().enumerate() {
+        let what = match *op {
+            Op::Conv(c) if (c.kernel, c.stride, c.padding) != (3, 1, 1) => {
+                "only 3x3 convolutions with stride 1 and padding 1"
+            }
+            Op::MaxPool { kernel, stride, .. } if (kernel, stride) != (2, 2) => {
+                "only 2x2 max-pools with stride 2"
+            }
+            _ => continue,
+        };
+        return Err(Error::Unsupported { op: i, what });
     }
+    Ok(())
 }
 
 /// The input and output buffers of a step (the same buffer for an in-place op, whose input
@@ -493,7 +508,7 @@ fn forward_step(
                 .zip(x[..p * b * len].par_chunks(1 << 14))
                 .for_each(|(o, i)| o.iter_mut().zip(i).for_each(|(o, &v)| *o = v.max(0.0)));
         }
-        Op::MaxPool { c, h, w } => {
+        Op::MaxPool { c, h, w, .. } => {
             par_samples(y, p, b, out_len, |m, s, out| {
                 kernels::maxpool(sample_in(m, &s), out, c, h, w)
             });
@@ -627,7 +642,7 @@ fn backward_step(
                 });
             }
         }
-        Op::MaxPool { c, h, w } => {
+        Op::MaxPool { c, h, w, .. } => {
             if let Some(din) = din {
                 par_samples(din, p, b, in_len, |m, s, di| {
                     kernels::maxpool_backward(

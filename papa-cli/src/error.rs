@@ -1,0 +1,105 @@
+//! Every way a command can fail: each library error converts in, and `main` prints the chain.
+
+use papa_model::card::CardError;
+use papa_train::checkpoint::CheckpointError;
+use papa_train::config::ConfigError;
+use papa_train::data::DataError;
+use papa_train::eval::EvalError;
+use papa_train::model;
+use papa_train::optim::OptimError;
+use papa_train::report::ReportError;
+use papa_train::train::TrainError;
+use std::path::PathBuf;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Training.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// Evaluation.
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    /// The engine.
+    #[error(transparent)]
+    Model(#[from] model::Error),
+    /// The optimizer.
+    #[error(transparent)]
+    Optim(#[from] OptimError),
+    /// A model card.
+    #[error(transparent)]
+    Card(#[from] CardError),
+    /// A file in the run directory.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The results.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// The plot.
+    #[cfg(feature = "plot")]
+    #[error(transparent)]
+    Plot(#[from] papa_cli::plot::PlotError),
+    /// A finished method's result file.
+    #[error("{}: {source}", path.display())]
+    Result {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+    /// The results could not be encoded.
+    #[error("cannot encode the results: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The worker threads could not be started.
+    #[error("cannot start the worker threads: {0}")]
+    Threads(#[from] rayon::ThreadPoolBuildError),
+    /// The run directory could not be created.
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A model without provenance evaluated without `--data`.
+    #[error("{}: the model card records no dataset; name one with --data", path.display())]
+    NoDataset {
+        /// The model file.
+        path: PathBuf,
+    },
+    /// A model evaluated on data stored otherwise than its training data.
+    #[error("{}: the model reads inputs divided by {model}, the data {data} is stored divided by {found}", path.display())]
+    PixelScale {
+        /// The model file.
+        path: PathBuf,
+        /// The card's pixel scale.
+        model: f32,
+        /// The dataset.
+        data: String,
+        /// The dataset's pixel scale.
+        found: f32,
+    },
+}
+
+/// The error and its causes, one per line; a cause whose text the message already shows is
+/// left out.
+pub fn report(error: &dyn std::error::Error) -> String {
+    let mut text = format!("error: {error}");
+    let mut shown = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let line = e.to_string();
+        if !shown.contains(&line) {
+            text.push_str(&format!("\n  caused by: {line}"));
+            shown.push_str(&line);
+        }
+        cause = e.source();
+    }
+    text
+}

@@ -1,0 +1,62 @@
+//! `papa`: train a population with PAPA on real data, compare it with independent training,
+//! and write out the one model.
+
+mod bench;
+mod error;
+mod eval;
+mod progress;
+mod train;
+
+use clap::{Parser, Subcommand};
+use error::CliError;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "papa",
+    version,
+    about = "Population Parameter Averaging: train many, ship one"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a population (default: PAPA against independent training on Fashion-MNIST).
+    Train(train::TrainArgs),
+    /// Test accuracy of a saved model.
+    Eval {
+        /// A model written by `papa train` (`<out>/<method>.safetensors`).
+        model: PathBuf,
+        /// Dataset: a bundled name or a directory (default: the one the model was trained on).
+        #[arg(long)]
+        data: Option<String>,
+    },
+    /// Training throughput in member-steps per second.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let outcome = match Cli::parse().command {
+        Command::Train(args) => train::run(args),
+        Command::Eval { model, data } => eval::run(&model, data.as_deref()),
+        Command::Bench(args) => bench::run(&args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", error::report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets the worker threads of every parallel section (0 = all cores).
+fn set_threads(threads: usize) -> Result<(), CliError> {
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()?)
+}

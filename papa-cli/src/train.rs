@@ -1,0 +1,174 @@
+//! `papa train`: the run's settings, then each method trained, saved and reported.
+
+use crate::error::CliError;
+use crate::progress::MethodProgress;
+use clap::Args;
+use papa_train::checkpoint::{save_model, write_atomic};
+use papa_train::config::{build_model, Method, TrainConfig};
+use papa_train::data;
+use papa_train::report::{markdown_table, write_report, MethodResult, RunReport};
+use papa_train::train::{member_recipes, model_card, train_method};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// One method (none, papa, papa-all, papa-2).
+    #[arg(long, conflicts_with = "compare")]
+    method: Option<Method>,
+    /// Run all four methods on the same seeds and compare them in one table.
+    #[arg(long)]
+    compare: bool,
+    /// Members.
+    #[arg(long)]
+    population: Option<usize>,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Model: cnn-s, mlp or mlp:W1,W2,...
+    #[arg(long)]
+    model: Option<String>,
+    /// Dataset: fashion-mnist, mnist, or a directory of IDX files or train.csv + test.csv.
+    #[arg(long)]
+    data: Option<String>,
+    /// Seed of everything.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads (0 = all cores); results do not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Training samples to use (0 = the whole training split).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Settings from a TOML file (keys of TrainConfig); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output directory (results, plot, models, checkpoints).
+    #[arg(long, default_value = "runs/latest", conflicts_with = "resume")]
+    out: PathBuf,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
+/// The run's settings: defaults, then the TOML file, then the flags.
+fn configure(args: &TrainArgs) -> Result<TrainConfig, CliError> {
+    let mut cfg = match &args.config {
+        Some(path) => TrainConfig::from_file(path)?,
+        None => TrainConfig::default(),
+    };
+    if args.compare {
+        cfg.methods = Method::ALL.to_vec();
+    } else if let Some(m) = args.method {
+        cfg.methods = vec![m];
+    }
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = args.$field.clone() { cfg.$field = v; } )* };
+    }
+    set!(population, epochs, model, data, seed, threads, train_limit);
+    Ok(cfg)
+}
+
+/// Trains every method of the settings into the run directory and prints the comparison.
+pub fn run(args: TrainArgs) -> Result<(), CliError> {
+    let (out, cfg) = match &args.resume {
+        Some(dir) => {
+            let mut cfg = TrainConfig::from_file(&dir.join("config.toml"))?;
+            // The one setting a resumed run may change: results do not depend on it.
+            cfg.threads = args.threads.unwrap_or(cfg.threads);
+            (dir.clone(), cfg)
+        }
+        None => (args.out.clone(), configure(&args)?),
+    };
+    cfg.validate()?;
+    crate::set_threads(cfg.threads)?;
+    let mut splits = data::load(&cfg.data, cfg.val_fraction, cfg.seed)?;
+    splits.normalize()?;
+    let shape = [
+        splits.train.channels,
+        splits.train.height,
+        splits.train.width,
+    ];
+    let spec = build_model(&cfg.model, shape, splits.train.classes)?;
+    let checkpoints = out.join("checkpoints");
+    std::fs::create_dir_all(&checkpoints).map_err(|source| CliError::CreateDir {
+        path: checkpoints.clone(),
+        source,
+    })?;
+    write_atomic(&out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    let used = match cfg.train_limit {
+        0 => splits.train.len(),
+        limit => limit.min(splits.train.len()),
+    };
+    eprintln!(
+        "papa: {} members of {} ({} parameters) on {} ({} train / {} val / {} test), {} epochs, methods {:?}",
+        cfg.population,
+        cfg.model,
+        spec.len(),
+        cfg.data,
+        used,
+        splits.val.len(),
+        splits.test.len(),
+        cfg.epochs,
+        cfg.methods.iter().map(|m| m.name()).collect::<Vec<_>>()
+    );
+    let mut results = Vec::new();
+    for &method in &cfg.methods {
+        let done = checkpoints.join(format!("{}.result.json", method.name()));
+        let model_path = out.join(format!("{}.safetensors", method.name()));
+        if done.exists() && model_path.exists() {
+            let parse = |source| CliError::Result {
+                path: done.clone(),
+                source,
+            };
+            let json =
+                std::fs::read_to_string(&done).map_err(|e| parse(serde_json::Error::io(e)))?;
+            results.push(serde_json::from_str::<MethodResult>(&json).map_err(parse)?);
+            eprintln!(
+                "{}: already finished, kept from {}",
+                method.name(),
+                done.display()
+            );
+            continue;
+        }
+        let progress = MethodProgress::new(method.name(), cfg.epochs);
+        let checkpoint = checkpoints.join(format!("{}.safetensors", method.name()));
+        let outcome = train_method(&cfg, &splits, &spec, method, Some(&checkpoint), &progress)?;
+        progress.finish();
+        let card = model_card(&cfg, &splits, &spec, &outcome.result);
+        save_model(&model_path, &card, &outcome.model)?;
+        write_atomic(
+            &done,
+            serde_json::to_string_pretty(&outcome.result)?.as_bytes(),
+        )?;
+        eprintln!(
+            "{}: final model {:.2}% ({}), members mean {:.2}%, {:.0} s",
+            method.name(),
+            outcome.result.final_model,
+            outcome.result.final_model_is,
+            outcome.result.members_mean,
+            outcome.result.wall_seconds
+        );
+        results.push(outcome.result);
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let report = RunReport {
+        dataset: cfg.data.clone(),
+        command,
+        results,
+        recipes: member_recipes(&cfg, splits.train.hflip_ok),
+    };
+    write_report(&report, &out)?;
+    #[cfg(feature = "plot")]
+    papa_cli::plot::plot_history(&report, &out.join("accuracy.svg"))?;
+    println!("{}", markdown_table(&report));
+    println!(
+        "written to {}: results.json, results.md, {}<method>.safetensors",
+        out.display(),
+        if cfg!(feature = "plot") {
+            "accuracy.svg, "
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
