@@ -1,15 +1,16 @@
 //! PyTorch's default initialisation.
 
-use crate::plan::{ConvLayer, LinearLayer, Op};
+use crate::plan::Op;
 use crate::ModelError;
+use papa_core::layout::TensorKind;
 use papa_core::rng::Rng;
 use papa_core::LengthMismatch;
 
 /// Initialises the tensors of `ops` in `member` with PyTorch's defaults: conv and linear
 /// weight and bias `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` (what `kaiming_uniform_(a = sqrt(5))`
-/// gives), BatchNorm scale 1, shift 0, running mean 0, running variance 1, counter 0.
-/// Values are drawn from `rng` in op order, each weight before its bias, so a seed fixes the
-/// member.
+/// gives; `fan_in` is the weight's size per output channel), BatchNorm scale 1, shift 0,
+/// running mean 0, running variance 1, counter 0. Values are drawn from `rng` in op order,
+/// each weight before its bias, so a seed fixes the member.
 ///
 /// Fails with [`ModelError::Length`] when a tensor lies beyond `member`.
 ///
@@ -29,48 +30,28 @@ pub fn init_ops<'o>(
     member: &mut [f32],
 ) -> Result<(), ModelError> {
     for op in ops {
-        let (fan_in, fout, weight, bias) = match *op {
-            Op::Conv(ConvLayer {
-                cin,
-                cout,
-                kernel,
-                weight,
-                bias,
-                ..
-            }) => (cin * kernel * kernel, cout, weight, bias),
-            Op::Linear(LinearLayer {
-                fin,
-                fout,
-                weight,
-                bias,
-            }) => (fin, fout, weight, bias),
-            Op::BatchNorm {
-                c,
-                scale,
-                shift,
-                mean,
-                var,
-                count,
-                ..
-            } => {
-                for (offset, len, value) in [
-                    (scale, c, 1.0),
-                    (shift, c, 0.0),
-                    (mean, c, 0.0),
-                    (var, c, 1.0),
-                    (count, 1, 0.0),
-                ] {
-                    tensor(member, offset, len)?.fill(value);
+        // A bias takes the bound of the weight before it.
+        let mut bound = 0.0;
+        for t in op.tensors() {
+            let values = tensor(member, t.offset, t.shape.numel())?;
+            let fill = match t.kind {
+                TensorKind::Weight | TensorKind::Bias => {
+                    if t.kind == TensorKind::Weight {
+                        let fan_in: usize = t.shape.as_slice()[1..].iter().product();
+                        bound = 1.0 / libm::sqrtf(fan_in as f32);
+                    }
+                    for v in values {
+                        *v = bound * (2.0 * rng.uniform_f32() - 1.0);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            _ => continue,
-        };
-        let bound = 1.0 / libm::sqrtf(fan_in as f32);
-        for (offset, len) in [(weight, fout * fan_in), (bias, fout)] {
-            for v in tensor(member, offset, len)? {
-                *v = bound * (2.0 * rng.uniform_f32() - 1.0);
-            }
+                TensorKind::BnScale | TensorKind::BnRunningVar => 1.0,
+                TensorKind::BnShift
+                | TensorKind::BnRunningMean
+                | TensorKind::Counter
+                | TensorKind::Other => 0.0,
+            };
+            values.fill(fill);
         }
     }
     Ok(())

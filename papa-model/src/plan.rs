@@ -146,20 +146,17 @@ impl Op {
         }
     }
 
-    /// The tensors this op owns, in `state_dict` order, named after `name` (its
-    /// [`Planned::name`]); none for ops without parameters.
-    pub fn tensors(&self, name: Option<LayerName>) -> impl Iterator<Item = TensorSlot> {
+    /// The tensors this op owns, in `state_dict` order (none for ops without parameters).
+    pub fn tensors(&self) -> impl Iterator<Item = TensorSlot> {
         let mut slots: heapless::Vec<TensorSlot, 5> = heapless::Vec::new();
         let mut push = |part, dims: &[usize], offset, kind| {
-            if let Some(layer) = name {
-                // Capacity 5 covers BatchNorm, the largest op; nothing else is pushed.
-                let _ = slots.push(TensorSlot {
-                    name: TensorName { layer, part },
-                    shape: Dims::new(dims),
-                    offset,
-                    kind,
-                });
-            }
+            // Capacity 5 covers BatchNorm, the largest op; nothing else is pushed.
+            let _ = slots.push(TensorSlot {
+                part,
+                shape: Dims::new(dims),
+                offset,
+                kind,
+            });
         };
         match *self {
             Op::Conv(c) => {
@@ -258,14 +255,24 @@ impl Dims {
 /// One tensor of a member's vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorSlot {
-    /// Its `state_dict` name.
-    pub name: TensorName,
+    /// Its part of the layer's name: `"weight"`, `"bias"`, `"running_mean"`, ...
+    pub part: &'static str,
     /// Its shape.
     pub shape: Dims,
     /// Index of its first element.
     pub offset: usize,
     /// What it holds.
     pub kind: TensorKind,
+}
+
+impl TensorSlot {
+    /// Its `state_dict` name in the layer called `layer`.
+    pub fn name(&self, layer: LayerName) -> TensorName {
+        TensorName {
+            layer,
+            part: self.part,
+        }
+    }
 }
 
 /// One step of a [`Planner`].

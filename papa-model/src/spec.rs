@@ -97,12 +97,14 @@ impl ModelSpec {
             let planned = planned?;
             let op = planned.op;
             let name = planned.name.map(|n| n.to_string());
-            tensors.extend(planned.op.tensors(planned.name).map(|t| TensorInfo {
-                name: t.name.to_string(),
-                shape: t.shape.as_slice().to_vec(),
-                offset: t.offset,
-                kind: t.kind,
-            }));
+            if let Some(layer) = planned.name {
+                tensors.extend(op.tensors().map(|t| TensorInfo {
+                    name: t.name(layer).to_string(),
+                    shape: t.shape.as_slice().to_vec(),
+                    offset: t.offset,
+                    kind: t.kind,
+                }));
+            }
             match op {
                 // A BatchNorm right after a repairable layer is the one REPAIR leaves to
                 // re-estimation.

@@ -77,6 +77,17 @@ fn assert_names(err: &CheckpointError, path: &Path) {
     );
 }
 
+/// Loads `path`, expecting a model-file error whose message names the file and `what`.
+fn load_error(path: &Path, what: &str) -> FileError {
+    let err = load_model(path).unwrap_err();
+    assert_names(&err, path);
+    assert!(err.to_string().contains(what), "{err}");
+    match err {
+        CheckpointError::Model { source, .. } => source,
+        other => panic!("not a model-file error: {other}"),
+    }
+}
+
 /// The files in `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -303,19 +314,10 @@ fn missing_or_mistyped_tensors_name_the_file_and_tensor() {
     let mut tensors = zeros(&spec);
     tensors.retain(|t| t.0 != victim);
     forge(&path, card_entry(&spec), tensors);
-    let err = load_model(&path).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CheckpointError::Model {
-                source: FileError::MissingTensor { .. },
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert_names(&err, &path);
-    assert!(err.to_string().contains(&victim), "{err}");
+    assert!(matches!(
+        load_error(&path, &victim),
+        FileError::MissingTensor { .. }
+    ));
 
     let path = dir.path().join("wrong-dtype.safetensors");
     let mut tensors = zeros(&spec);
@@ -323,37 +325,20 @@ fn missing_or_mistyped_tensors_name_the_file_and_tensor() {
     t.1 = Dtype::F64;
     t.3 = vec![0u8; t.3.len() * 2];
     forge(&path, card_entry(&spec), tensors);
-    let err = load_model(&path).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CheckpointError::Model {
-                source: FileError::BadTensor { .. },
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert_names(&err, &path);
-    assert!(err.to_string().contains(&victim), "{err}");
+    assert!(matches!(
+        load_error(&path, &victim),
+        FileError::BadTensor { .. }
+    ));
 
     let path = dir.path().join("wrong-shape.safetensors");
     let mut tensors = zeros(&spec);
     let t = tensors.iter_mut().find(|t| t.0 == victim).unwrap();
     t.2 = vec![t.2.iter().product::<usize>(), 1];
     forge(&path, card_entry(&spec), tensors);
-    let err = load_model(&path).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CheckpointError::Model {
-                source: FileError::BadTensor { .. },
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(err.to_string().contains(&victim), "{err}");
+    assert!(matches!(
+        load_error(&path, &victim),
+        FileError::BadTensor { .. }
+    ));
 }
 
 /// The metadata papa wrote before the model card, for an `mlp:4` on 1 x 4 x 4 inputs.
@@ -416,18 +401,7 @@ fn a_file_without_a_card_is_not_a_model() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plain.safetensors");
     forge(&path, HashMap::new(), zeros(&spec()));
-    let err = load_model(&path).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CheckpointError::Model {
-                source: FileError::NoCard,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert_names(&err, &path);
+    assert!(matches!(load_error(&path, ""), FileError::NoCard));
 }
 
 #[test]
