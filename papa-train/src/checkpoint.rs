@@ -8,7 +8,7 @@
 
 use papa_model::card::ModelCard;
 use papa_model::file::{self, FileError, ModelFile};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -31,21 +31,20 @@ pub enum CheckpointError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The file is not a readable checkpoint (truncated, corrupt header, bad metadata).
-    #[error("{}: corrupt checkpoint: {reason}", path.display())]
-    Corrupt {
+    /// The file is not valid safetensors (truncated, corrupt header), or the tensors given
+    /// cannot be written as safetensors.
+    #[error("{}: not a valid safetensors file ({source})", path.display())]
+    Safetensors {
         /// The file concerned.
         path: PathBuf,
-        /// What was wrong.
-        reason: String,
+        /// The safetensors error.
+        source: SafeTensorError,
     },
-    /// A tensor the layout names is not in the file.
-    #[error("{}: tensor `{tensor}` is missing", path.display())]
-    MissingTensor {
+    /// A safetensors file without the run state: not a training checkpoint.
+    #[error("{}: no `{STATE_KEY}` metadata: not a training state checkpoint", path.display())]
+    NoState {
         /// The file concerned.
         path: PathBuf,
-        /// The missing tensor's name.
-        tensor: String,
     },
     /// A training-state tensor is not f32.
     #[error("{}: tensor `{tensor}` is {dtype:?}, expected F32", path.display())]
@@ -65,13 +64,39 @@ pub enum CheckpointError {
         /// What was wrong.
         source: FileError,
     },
-    /// The caller's inputs are inconsistent (nothing was written).
-    #[error("{}: cannot save: {reason}", path.display())]
-    InvalidInput {
+    /// A path without a file name (`/`, `..`): nothing can be written there.
+    #[error("{}: the path has no file name", path.display())]
+    NoFileName {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// Two state buffers with one name (nothing was written).
+    #[error("{}: cannot save: buffer `{name}` given twice", path.display())]
+    DuplicateBuffer {
         /// The file that was to be written.
         path: PathBuf,
-        /// What was wrong.
-        reason: String,
+        /// The name.
+        name: String,
+    },
+    /// A state buffer whose length is not the product of its shape (nothing was written).
+    #[error("{}: cannot save: buffer `{name}` has {len} values, its shape is {shape:?}", path.display())]
+    BufferShape {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// The buffer's name.
+        name: String,
+        /// Its length.
+        len: usize,
+        /// The shape given.
+        shape: Vec<usize>,
+    },
+    /// The run state is not valid JSON (nothing was written).
+    #[error("{}: cannot save: the state is not valid JSON: {source}", path.display())]
+    StateJson {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// The parser's error.
+        source: serde_json::Error,
     },
 }
 
@@ -101,9 +126,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     };
     let name = path
         .file_name()
-        .ok_or_else(|| CheckpointError::InvalidInput {
+        .ok_or_else(|| CheckpointError::NoFileName {
             path: path.to_path_buf(),
-            reason: "the path has no file name".into(),
         })?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -151,23 +175,17 @@ fn write_tensors(
     tensors: &[(&str, &[f32], &[usize])],
     metadata: HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
+    let invalid = |source| CheckpointError::Safetensors {
+        path: path.to_path_buf(),
+        source,
+    };
     let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, v, _)| to_le_bytes(v)).collect();
     let mut views = Vec::with_capacity(tensors.len());
     for ((name, _, shape), data) in tensors.iter().zip(&bytes) {
-        let view = TensorView::new(Dtype::F32, shape.to_vec(), data).map_err(|e| {
-            CheckpointError::InvalidInput {
-                path: path.to_path_buf(),
-                reason: format!("tensor `{name}`: {e}"),
-            }
-        })?;
+        let view = TensorView::new(Dtype::F32, shape.to_vec(), data).map_err(invalid)?;
         views.push((*name, view));
     }
-    let file = safetensors::serialize(views, &Some(metadata)).map_err(|e| {
-        CheckpointError::InvalidInput {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }
-    })?;
+    let file = safetensors::serialize(views, &Some(metadata)).map_err(invalid)?;
     write_atomic(path, &file)
 }
 
@@ -180,21 +198,22 @@ fn read_file(path: &Path) -> Result<Vec<u8>, CheckpointError> {
     })
 }
 
-/// Parses a safetensors buffer, turning its errors into [`CheckpointError::Corrupt`].
+/// Parses a safetensors buffer, naming the file in its errors.
 fn parse<'a>(path: &Path, buffer: &'a [u8]) -> Result<SafeTensors<'a>, CheckpointError> {
-    SafeTensors::deserialize(buffer).map_err(|e| CheckpointError::Corrupt {
+    SafeTensors::deserialize(buffer).map_err(|source| CheckpointError::Safetensors {
         path: path.to_path_buf(),
-        reason: format!("not a valid safetensors file ({e})"),
+        source,
     })
 }
 
 /// The file's metadata, empty when it has none (safetensors 0.4 exposes it only through
 /// `read_metadata`, so the header is parsed a second time; it is small).
 fn metadata_of(path: &Path, buffer: &[u8]) -> Result<BTreeMap<String, String>, CheckpointError> {
-    let (_, meta) = SafeTensors::read_metadata(buffer).map_err(|e| CheckpointError::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("not a valid safetensors file ({e})"),
-    })?;
+    let (_, meta) =
+        SafeTensors::read_metadata(buffer).map_err(|source| CheckpointError::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(meta
         .metadata()
         .as_ref()
@@ -253,26 +272,30 @@ pub fn save_state(
     buffers: &[(&str, &[f32], &[usize])],
     state_json: &str,
 ) -> Result<(), CheckpointError> {
-    let invalid = |reason: String| CheckpointError::InvalidInput {
-        path: path.to_path_buf(),
-        reason,
-    };
     let mut seen = BTreeSet::new();
     for (name, values, shape) in buffers {
         if !seen.insert(*name) {
-            return Err(invalid(format!("buffer `{name}` given twice")));
+            return Err(CheckpointError::DuplicateBuffer {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+            });
         }
         let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         if numel != Some(values.len()) {
-            return Err(invalid(format!(
-                "buffer `{name}` has {} values, its shape {shape:?} needs {}",
-                values.len(),
-                numel.map_or_else(|| "too many".to_string(), |n| n.to_string())
-            )));
+            return Err(CheckpointError::BufferShape {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                len: values.len(),
+                shape: shape.to_vec(),
+            });
         }
     }
-    serde_json::from_str::<serde_json::Value>(state_json)
-        .map_err(|e| invalid(format!("the state is not valid JSON: {e}")))?;
+    serde_json::from_str::<serde_json::Value>(state_json).map_err(|source| {
+        CheckpointError::StateJson {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
     let meta = HashMap::from([(STATE_KEY.to_string(), state_json.to_string())]);
     write_tensors(path, buffers, meta)
 }
@@ -285,9 +308,8 @@ pub fn load_state(path: &Path) -> Result<LoadedState, CheckpointError> {
     let mut metadata = metadata_of(path, &buffer)?;
     let state_json = metadata
         .remove(STATE_KEY)
-        .ok_or_else(|| CheckpointError::Corrupt {
+        .ok_or_else(|| CheckpointError::NoState {
             path: path.to_path_buf(),
-            reason: format!("no `{STATE_KEY}` metadata"),
         })?;
     let mut buffers = BTreeMap::new();
     for (name, view) in file.iter() {
