@@ -73,6 +73,18 @@ pub enum CliError {
         /// The model file.
         path: PathBuf,
     },
+    /// A model evaluated on data of another shape or number of classes.
+    #[error("{}: the model takes {} x {} x {} inputs in {} classes, the data {data} has {} x {} x {} in {}", path.display(), model[0], model[1], model[2], model[3], found[0], found[1], found[2], found[3])]
+    DataDoesNotFit {
+        /// The model file.
+        path: PathBuf,
+        /// The dataset.
+        data: String,
+        /// The model's channels, height, width and classes.
+        model: [usize; 4],
+        /// The data's.
+        found: [usize; 4],
+    },
     /// A model evaluated on data stored otherwise than its training data.
     #[error("{}: the model reads inputs divided by {model}, the data {data} is stored divided by {found}", path.display())]
     PixelScale {

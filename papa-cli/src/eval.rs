@@ -21,6 +21,22 @@ pub fn run(path: &Path, data_source: Option<&str>) -> Result<(), CliError> {
     // The test split is the test file; the validation split's settings do not change it.
     let (val_fraction, seed) = provenance.map_or((0.1, 0), |p| (p.val_fraction, p.seed));
     let mut splits = data::load(&source, val_fraction, seed)?;
+    let test = &splits.test;
+    let data_shape = [test.channels, test.height, test.width, test.classes];
+    let model_shape = [
+        card.input.channels,
+        card.input.height,
+        card.input.width,
+        card.classes.count,
+    ];
+    if data_shape != model_shape {
+        return Err(CliError::DataDoesNotFit {
+            path: path.into(),
+            data: source,
+            model: model_shape,
+            found: data_shape,
+        });
+    }
     if splits.pixel_scale != card.input.pixel_scale {
         return Err(CliError::PixelScale {
             path: path.into(),

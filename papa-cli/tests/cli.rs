@@ -152,4 +152,53 @@ fn a_saved_model_evaluates_to_its_recorded_accuracy() {
     assert!(table.contains("| papa"), "{table}");
     let (recorded, evaluated) = recorded_and_evaluated(&out_dir, "papa");
     assert_eq!(recorded, evaluated);
+
+    // The file's card says how to read the input and names the classes of the bundled data.
+    let bytes = std::fs::read(out_dir.join("papa.safetensors")).unwrap();
+    let card = papa_model::file::decode(&bytes).unwrap().card;
+    assert_eq!(card.name, "mlp:32");
+    assert_eq!(card.input.pixel_scale, 255.0);
+    assert_eq!(
+        (card.input.channels, card.input.height, card.input.width),
+        (1, 28, 28)
+    );
+    assert_eq!(card.classes.names[0], "T-shirt/top");
+    let provenance = card.provenance.unwrap();
+    assert_eq!((provenance.method.as_str(), provenance.seed), ("papa", 0));
+}
+
+#[test]
+fn eval_refuses_data_the_model_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, "model = \"mlp:8\"\nmethods = [\"none\"]\npopulation = 1\nepochs = 1\ntrain_limit = 256\nbatch = 64\nrepair_batches = 1\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let out = papa(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Four features in three classes: not Fashion-MNIST's 1 x 28 x 28 in ten.
+    let data = dir.path().join("table");
+    std::fs::create_dir(&data).unwrap();
+    for name in ["train.csv", "test.csv"] {
+        std::fs::write(data.join(name), "1,2,3,4,0\n5,6,7,8,1\n9,10,11,12,2\n").unwrap();
+    }
+    let model = out_dir.join("none.safetensors");
+    let out = papa(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains("1 x 28 x 28 inputs in 10 classes")
+            && message.contains("none.safetensors"),
+        "{message}"
+    );
 }
