@@ -5,7 +5,7 @@
 
 use crate::augment::{augment_batch, draw_recipes, AugmentError, BatchShape, Recipe};
 use crate::checkpoint::{load_state, save_state, CheckpointError};
-use crate::config::{Augmentation, Method, TrainConfig};
+use crate::config::{Augmentation, ConfigError, Method, TrainConfig};
 use crate::data::{batches, batches_per_epoch, epoch_order, DataError, Splits};
 use crate::eval::{accuracy, reestimate_batchnorm, repair, EvalError};
 use crate::model::{self, soft_cross_entropy, Input, Mode, ModelSpec, Network};
@@ -47,6 +47,9 @@ pub enum TrainError {
         /// The value.
         loss: f32,
     },
+    /// A setting is out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Evaluation or REPAIR failed.
     #[error(transparent)]
     Eval(#[from] EvalError),
@@ -182,6 +185,8 @@ pub fn train_method(
     checkpoint: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<Outcome, TrainError> {
+    // A library caller reaches here without the CLI: every setting is checked once, here.
+    cfg.validate()?;
     let run = Run::new(cfg, splits, spec, method)?;
     let (mut params, mut velocity, mut state) = match checkpoint.filter(|p| p.exists()) {
         Some(path) => run.resume(path)?,
@@ -247,6 +252,10 @@ struct Run<'a> {
     calibration: Vec<f32>,
     /// The model's tensors, for the rules' layout (counters take the max).
     tensors: Vec<TensorSpec<'a>>,
+    /// When PAPA gradual applies (after optimizer steps).
+    gradual_schedule: Schedule,
+    /// When PAPA-all and PAPA-2 apply (after epochs).
+    epoch_schedule: Schedule,
 }
 
 impl<'a> Run<'a> {
@@ -286,6 +295,8 @@ impl<'a> Run<'a> {
         Layout::new(&tensors)?;
         Ok(Run {
             tensors,
+            gradual_schedule: Schedule::every_steps(cfg.papa_every_steps)?,
+            epoch_schedule: Schedule::every_epochs(cfg.papa_every_epochs)?,
             cfg,
             splits,
             spec,
@@ -374,7 +385,7 @@ impl<'a> Run<'a> {
             .collect();
         let (mut images, mut targets) = (vec![0.0f32; p * b * sl], vec![0.0f32; p * b * classes]);
         let (mut dlogits, mut losses) = (vec![0.0f32; p * b * classes], vec![0.0f32; p]);
-        let gradual_schedule = Schedule::every_steps(cfg.papa_every_steps)?;
+        let gradual_schedule = self.gradual_schedule;
         let total_steps = (self.steps_per_epoch * cfg.epochs) as u64;
         let sgd = Sgd {
             momentum: cfg.momentum,
@@ -454,10 +465,9 @@ impl<'a> Run<'a> {
 
     /// PAPA-all and PAPA-2 act after every E epochs, never after the last (the soups follow).
     fn epoch_rule_due(&self, epoch: usize) -> bool {
-        let every = Schedule::every_epochs(self.cfg.papa_every_epochs).ok();
         matches!(self.method, Method::PapaAll | Method::Papa2)
             && epoch + 1 < self.cfg.epochs
-            && every.is_some_and(|s| s.due_after_epoch(epoch as u64 + 1))
+            && self.epoch_schedule.due_after_epoch(epoch as u64 + 1)
     }
 
     fn epoch_rule(

@@ -7,7 +7,7 @@ use papa_train::data::{self, Dataset, Splits};
 use papa_train::eval::repair;
 use papa_train::model::{Input, ModelSpec, Network};
 use papa_train::report::EpochRecord;
-use papa_train::train::{train_method, Outcome, Progress, Silent};
+use papa_train::train::{train_method, Outcome, Progress, Silent, TrainError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Bundled Fashion-MNIST with small validation and test splits, so that a test trains in
@@ -253,4 +253,17 @@ fn repair_gives_children_the_goal_statistics() {
             );
         }
     }
+}
+
+#[test]
+fn a_library_caller_gets_its_bad_settings_refused() {
+    let splits = small_splits();
+    let mut cfg = small_config("mlp:8");
+    cfg.papa_every_epochs = 0;
+    let spec = spec_for(&cfg, &splits);
+    let err = train_method(&cfg, &splits, &spec, Method::PapaAll, None, &Silent)
+        .err()
+        .expect("a zero schedule is refused, not run as independent training");
+    assert!(matches!(err, TrainError::Config(_)), "{err}");
+    assert!(err.to_string().contains("papa_every_epochs"), "{err}");
 }
