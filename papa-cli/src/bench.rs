@@ -19,8 +19,8 @@ pub struct BenchArgs {
     /// Samples per member per step.
     #[arg(long, default_value_t = 128)]
     batch: usize,
-    /// Timed steps per population size.
-    #[arg(long, default_value_t = 5)]
+    /// Timed steps per population size (at least 1).
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     steps: usize,
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
@@ -65,7 +65,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         for _ in 0..args.steps {
             step()?;
         }
-        let per_step = started.elapsed().as_secs_f64() / args.steps.max(1) as f64;
+        let per_step = started.elapsed().as_secs_f64() / args.steps as f64;
         let threads = rayon::current_num_threads();
         println!(
             "| {model} | {p} | {batch} | {threads} | {:.1} | {:.1} |",

@@ -75,9 +75,12 @@ impl Progress for MethodProgress {
 
     fn epoch(&self, record: &EpochRecord) {
         let line = epoch_line(self.method, self.epochs, record);
+        // A hidden bar (stderr not a terminal: a log file) drops what it prints.
         #[cfg(feature = "progress")]
-        self.bar.println(line);
-        #[cfg(not(feature = "progress"))]
+        if !self.bar.is_hidden() {
+            self.bar.println(line);
+            return;
+        }
         eprintln!("{line}");
     }
 }

@@ -87,7 +87,13 @@ fn a_run_whose_loss_turns_nan_stops_with_a_message() {
         out_dir.to_str().unwrap(),
     ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("loss became"), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(message.contains("loss became"), "{message}");
+    // Epochs count from 1, as in the progress lines; no flag that does not exist is named.
+    assert!(
+        message.contains("in epoch 1,") && !message.contains("--lr"),
+        "{message}"
+    );
     assert!(
         !out_dir.join("none.safetensors").exists(),
         "no model from a diverged run"
@@ -150,6 +156,12 @@ fn a_saved_model_evaluates_to_its_recorded_accuracy() {
     }
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(table.contains("| papa"), "{table}");
+    // stderr is not a terminal here: the epoch lines still reach it.
+    assert!(
+        stderr(&out).contains("papa epoch 1/1: loss"),
+        "{}",
+        stderr(&out)
+    );
     let (recorded, evaluated) = recorded_and_evaluated(&out_dir, "papa");
     assert_eq!(recorded, evaluated);
 
@@ -201,4 +213,11 @@ fn eval_refuses_data_the_model_does_not_fit() {
             && message.contains("none.safetensors"),
         "{message}"
     );
+}
+
+#[test]
+fn bench_refuses_zero_steps() {
+    let out = papa(&["bench", "--steps", "0", "--populations", "1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--steps"), "{}", stderr(&out));
 }

@@ -35,12 +35,12 @@ const CALIBRATION_STREAM: u64 = 5;
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// The loss of a member became NaN or infinite; the last checkpoint is kept.
-    #[error("member {member}'s loss became {loss} at epoch {epoch}, step {step}: training stopped (the last epoch checkpoint is kept; try a lower --lr)")]
+    /// The loss of a member became NaN or infinite; checkpoints of finished epochs are kept.
+    #[error("member {member}'s loss became {loss} in epoch {epoch}, at step {step}: training stopped (checkpoints of finished epochs are kept; try a lower `lr` in a --config file)")]
     Diverged {
         /// The member.
         member: usize,
-        /// 0-based epoch.
+        /// 1-based epoch, as the progress lines count.
         epoch: usize,
         /// Global step.
         step: u64,
@@ -425,7 +425,7 @@ impl<'a> Run<'a> {
             if let Some((member, &loss)) = losses.iter().enumerate().find(|(_, l)| !l.is_finite()) {
                 return Err(TrainError::Diverged {
                     member,
-                    epoch,
+                    epoch: epoch + 1,
                     step,
                     loss,
                 });
