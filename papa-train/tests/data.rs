@@ -195,7 +195,7 @@ fn csv_header_label_column_and_blank_lines() {
 
 #[test]
 fn csv_errors_name_file_line_and_column() {
-    let cases: [(&str, CsvOptions, (usize, usize), &str); 6] = [
+    let cases: [(&str, CsvOptions, (usize, usize), &str); 7] = [
         (
             "a,b,c\n1,2,0\n1,2\n",
             CsvOptions::default(),
@@ -209,6 +209,12 @@ fn csv_errors_name_file_line_and_column() {
             "not a finite number",
         ),
         ("1,2,0\n1,2,1.5\n", CsvOptions::default(), (2, 3), "integer"),
+        (
+            "1,2,0\n-1e39,2,1\n",
+            CsvOptions::default(),
+            (2, 1),
+            "beyond the range of f32",
+        ),
         ("1,2,0\n1,2,-1\n", CsvOptions::default(), (2, 3), "integer"),
         (
             "1,2,0\n\n1,2,3\n",

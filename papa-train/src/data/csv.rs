@@ -129,7 +129,16 @@ pub fn parse(text: &str, path: &Path, options: &CsvOptions) -> Result<Dataset, D
                 }
                 raw_labels.push((line, value));
             } else {
-                features.push(value as f32);
+                // Finite in f64 is not enough: 1e39 would become an f32 infinity.
+                let feature = value as f32;
+                if !feature.is_finite() {
+                    return Err(field_error(
+                        line,
+                        column + 1,
+                        format!("{field:?} is beyond the range of f32 (about 3.4e38)"),
+                    ));
+                }
+                features.push(feature);
             }
         }
     }
