@@ -73,6 +73,16 @@ pub enum CliError {
         /// The model file.
         path: PathBuf,
     },
+    /// A model holding a NaN or infinite parameter.
+    #[error("{}: tensor `{tensor}` holds {value}: the model is broken (retrain it)", path.display())]
+    NonFinite {
+        /// The model file.
+        path: PathBuf,
+        /// The tensor holding it.
+        tensor: String,
+        /// The value.
+        value: f32,
+    },
     /// A model evaluated on data of another shape or number of classes.
     #[error("{}: the model takes {} x {} x {} inputs in {} classes, the data {data} has {} x {} x {} in {}", path.display(), model[0], model[1], model[2], model[3], found[0], found[1], found[2], found[3])]
     DataDoesNotFit {

@@ -12,6 +12,15 @@ pub fn run(path: &Path, data_source: Option<&str>) -> Result<(), CliError> {
     let model = load_model(path)?;
     let card = &model.card;
     let spec = card.spec()?;
+    if let Some(i) = model.params.iter().position(|v| !v.is_finite()) {
+        // In range: the spec's tensors tile the vector the file filled.
+        let tensor = spec.tensors().iter().find(|t| t.range().contains(&i));
+        return Err(CliError::NonFinite {
+            path: path.into(),
+            tensor: tensor.map_or_else(String::new, |t| t.name.clone()),
+            value: model.params[i],
+        });
+    }
     let provenance = card.provenance.as_ref();
     let source = match (data_source, provenance) {
         (Some(s), _) => s.to_string(),

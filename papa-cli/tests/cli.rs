@@ -175,8 +175,22 @@ fn a_saved_model_evaluates_to_its_recorded_accuracy() {
         (1, 28, 28)
     );
     assert_eq!(card.classes.names[0], "T-shirt/top");
-    let provenance = card.provenance.unwrap();
+    let provenance = card.provenance.clone().unwrap();
     assert_eq!((provenance.method.as_str(), provenance.seed), ("papa", 0));
+
+    // A NaN weight is reported, not evaluated.
+    let mut broken = papa_model::file::decode(&bytes).unwrap();
+    broken.params[5] = f32::NAN;
+    let path = out_dir.join("broken.safetensors");
+    let bytes = papa_model::file::encode(&broken.card, &broken.params).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let out = papa(&["eval", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("fc1.weight` holds NaN"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
