@@ -45,8 +45,9 @@ pub struct TrainArgs {
     /// Output directory (results, plot, models, checkpoints).
     #[arg(long, default_value = "runs/latest", conflicts_with = "resume")]
     out: PathBuf,
-    /// Continue the run in this directory from its last checkpoint.
-    #[arg(long)]
+    /// Continue the run in this directory from its last checkpoint, with its own settings
+    /// (only --threads may change; results do not depend on it).
+    #[arg(long, conflicts_with_all = ["method", "compare", "population", "epochs", "model", "data", "seed", "train_limit", "config"])]
     resume: Option<PathBuf>,
 }
 
@@ -100,11 +101,12 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         limit => limit.min(splits.train.len()),
     };
     eprintln!(
-        "papa: {} members of {} ({} parameters) on {} ({} train / {} val / {} test), {} epochs, methods {:?}",
+        "papa: {} members of {} ({} parameters) on {} ({} classes; {} train / {} val / {} test), {} epochs, methods {:?}",
         cfg.population,
         cfg.model,
         spec.len(),
         cfg.data,
+        spec.classes(),
         used,
         splits.val.len(),
         splits.test.len(),

@@ -235,3 +235,18 @@ fn bench_refuses_zero_steps() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--steps"), "{}", stderr(&out));
 }
+
+#[test]
+fn resume_refuses_settings_it_would_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().to_str().unwrap();
+    for flag in [
+        ["--epochs", "5"],
+        ["--population", "3"],
+        ["--method", "papa"],
+    ] {
+        let out = papa(&["train", "--resume", run, flag[0], flag[1]]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(flag[0]), "{}", stderr(&out));
+    }
+}

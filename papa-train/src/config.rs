@@ -253,6 +253,18 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", "must be positive");
         }
+        if !(self.min_lr.is_finite() && self.min_lr >= 0.0) {
+            return bad("min_lr", "must be a finite number >= 0");
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad("momentum", "must lie in [0, 1)");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay", "must be a finite number >= 0");
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad("val_fraction", "must lie in [0, 1)");
+        }
         if let Some(a) = self.papa_alpha {
             if !(0.0..=1.0).contains(&a) {
                 return bad("papa_alpha", "must lie in [0, 1]");

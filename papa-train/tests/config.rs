@@ -49,6 +49,59 @@ fn validation_names_the_key() {
     };
     let ok = TrainConfig::default();
     ok.validate().unwrap();
+    for (key, cfg) in [
+        (
+            "momentum",
+            TrainConfig {
+                momentum: f32::NAN,
+                ..ok.clone()
+            },
+        ),
+        (
+            "momentum",
+            TrainConfig {
+                momentum: 5.0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "weight_decay",
+            TrainConfig {
+                weight_decay: -1.0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "weight_decay",
+            TrainConfig {
+                weight_decay: f32::INFINITY,
+                ..ok.clone()
+            },
+        ),
+        (
+            "min_lr",
+            TrainConfig {
+                min_lr: f32::NAN,
+                ..ok.clone()
+            },
+        ),
+        (
+            "min_lr",
+            TrainConfig {
+                min_lr: -1.0,
+                ..ok.clone()
+            },
+        ),
+        (
+            "val_fraction",
+            TrainConfig {
+                val_fraction: 1.0,
+                ..ok.clone()
+            },
+        ),
+    ] {
+        bad(cfg, key);
+    }
     bad(
         TrainConfig {
             population: 0,

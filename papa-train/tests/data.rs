@@ -409,3 +409,13 @@ fn batches_drop_the_partial_tail() {
     let ranges: Vec<_> = eval_ranges(10, 4).collect();
     assert_eq!(ranges, vec![0..4, 4..8, 8..10]);
 }
+
+#[test]
+fn single_class_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "train.csv", b"1,2,0\n3,4,0\n5,6,0\n");
+    write(dir.path(), "test.csv", b"1,2,0\n");
+    let err = load(dir.path().to_str().unwrap(), 0.0, 1).unwrap_err();
+    assert!(matches!(err, DataError::OneClass { .. }), "{err}");
+    assert!(err.to_string().contains("two classes"), "{err}");
+}

@@ -96,6 +96,12 @@ pub enum DataError {
     /// More samples than 32-bit indices address.
     #[error("{0} samples exceed 2^32")]
     TooMany(usize),
+    /// Every label is the same: there is nothing to classify.
+    #[error("{source_name}: every label is 0; classification needs at least two classes")]
+    OneClass {
+        /// The source as given.
+        source_name: String,
+    },
     /// A batch size of zero.
     #[error("the batch size must be at least 1")]
     ZeroBatch,
@@ -495,6 +501,11 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
     };
     train.validate(&format!("{source} (train)"))?;
     test.validate(&format!("{source} (test)"))?;
+    if train.classes < 2 {
+        return Err(DataError::OneClass {
+            source_name: source.to_string(),
+        });
+    }
     let mut splits = Splits::new(train, test, options.val_fraction, options.seed)?;
     splits.pixel_scale = pixel_scale;
     if class_names.len() == splits.train.classes {
