@@ -123,6 +123,14 @@ fn resume_after_an_interruption_gives_the_same_bits() {
     assert_eq!(bits(&whole.model), bits(&resumed.model));
     assert_eq!(whole.result.history.len(), resumed.result.history.len());
     assert_eq!(whole.result.members, resumed.result.members);
+    // The first epoch's record went through the checkpoint's JSON: it reads back exactly.
+    for (a, b) in whole.result.history.iter().zip(&resumed.result.history) {
+        let f64_bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(f64_bits(&a.distance_to_mean), f64_bits(&b.distance_to_mean));
+        assert_eq!(a.mean_pairwise_cosine.to_bits(), b.mean_pairwise_cosine.to_bits());
+        assert_eq!(bits(&a.member_test_acc), bits(&b.member_test_acc));
+        assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits());
+    }
 
     // A checkpoint of other settings is refused rather than silently mixed in.
     let other = TrainConfig {
