@@ -127,7 +127,10 @@ fn resume_after_an_interruption_gives_the_same_bits() {
     for (a, b) in whole.result.history.iter().zip(&resumed.result.history) {
         let f64_bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(f64_bits(&a.distance_to_mean), f64_bits(&b.distance_to_mean));
-        assert_eq!(a.mean_pairwise_cosine.to_bits(), b.mean_pairwise_cosine.to_bits());
+        assert_eq!(
+            a.mean_pairwise_cosine.to_bits(),
+            b.mean_pairwise_cosine.to_bits()
+        );
         assert_eq!(bits(&a.member_test_acc), bits(&b.member_test_acc));
         assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits());
     }
