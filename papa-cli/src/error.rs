@@ -67,6 +67,20 @@ pub enum CliError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// `--out` holds a run of other settings.
+    #[error("{} holds another run (other settings); choose another --out, continue it with --resume, or replace it with --force", out.display())]
+    OtherRun {
+        /// The directory.
+        out: PathBuf,
+    },
+    /// A file of a replaced run could not be removed.
+    #[error("cannot remove {}: {source}", path.display())]
+    Remove {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// A model without provenance evaluated without `--data`.
     #[error("{}: the model card records no dataset; name one with --data", path.display())]
     NoDataset {

@@ -5,6 +5,7 @@ mod bench;
 mod error;
 mod eval;
 mod progress;
+mod run_dir;
 mod train;
 
 use clap::{Parser, Subcommand};

@@ -2,13 +2,17 @@
 
 use crate::error::CliError;
 use crate::progress::MethodProgress;
+use crate::run_dir;
 use clap::Args;
 use papa_train::checkpoint::{save_model, write_atomic};
 use papa_train::config::{build_model, Method, TrainConfig};
 use papa_train::data;
 use papa_train::report::{markdown_table, write_report, MethodResult, RunReport};
 use papa_train::train::{member_recipes, model_card, train_method};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Where a run goes unless told: the latest run only, replaced by the next.
+const DEFAULT_OUT: &str = "runs/latest";
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -42,9 +46,13 @@ pub struct TrainArgs {
     /// Settings from a TOML file (keys of TrainConfig); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Output directory (results, plot, models, checkpoints).
-    #[arg(long, default_value = "runs/latest", conflicts_with = "resume")]
+    /// Output directory (results, plot, models, checkpoints). It holds one run: a directory
+    /// with another run's settings is refused (the default, runs/latest, is replaced).
+    #[arg(long, default_value = DEFAULT_OUT, conflicts_with = "resume")]
     out: PathBuf,
+    /// Replace the other run that --out holds.
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
     /// Continue the run in this directory from its last checkpoint, with its own settings
     /// (only --threads may change; results do not depend on it).
     #[arg(long, conflicts_with_all = ["method", "compare", "population", "epochs", "model", "data", "seed", "train_limit", "config"])]
@@ -73,7 +81,7 @@ fn configure(args: &TrainArgs) -> Result<TrainConfig, CliError> {
 pub fn run(args: TrainArgs) -> Result<(), CliError> {
     let (out, cfg) = match &args.resume {
         Some(dir) => {
-            let mut cfg = TrainConfig::from_file(&dir.join("config.toml"))?;
+            let mut cfg = TrainConfig::from_file(&dir.join(run_dir::CONFIG_FILE))?;
             // The one setting a resumed run may change: results do not depend on it.
             cfg.threads = args.threads.unwrap_or(cfg.threads);
             (dir.clone(), cfg)
@@ -90,12 +98,16 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         splits.train.width,
     ];
     let spec = build_model(&cfg.model, shape, splits.train.classes)?;
+    if args.resume.is_none() {
+        let replace = args.force || out == Path::new(DEFAULT_OUT);
+        run_dir::claim(&out, &cfg, replace)?;
+    }
     let checkpoints = out.join("checkpoints");
     std::fs::create_dir_all(&checkpoints).map_err(|source| CliError::CreateDir {
         path: checkpoints.clone(),
         source,
     })?;
-    write_atomic(&out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    write_atomic(&out.join(run_dir::CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
     let used = match cfg.train_limit {
         0 => splits.train.len(),
         limit => limit.min(splits.train.len()),

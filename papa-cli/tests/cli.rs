@@ -250,3 +250,75 @@ fn resume_refuses_settings_it_would_ignore() {
         assert!(stderr(&out).contains(flag[0]), "{}", stderr(&out));
     }
 }
+
+/// `papa train` of a tiny run (one member, one epoch, 256 samples) with `extra` flags, in
+/// `cwd`.
+fn tiny_run(cwd: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--method",
+        "none",
+        "--population",
+        "1",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "256",
+        "--model",
+        "mlp:8",
+    ];
+    args.extend_from_slice(extra);
+    Command::new(env!("CARGO_BIN_EXE_papa"))
+        .current_dir(cwd)
+        .args(&args)
+        .output()
+        .expect("papa runs")
+}
+
+fn seed_of(results: &Path) -> u64 {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results).unwrap()).unwrap();
+    json["results"][0]["seed"].as_u64().unwrap()
+}
+
+#[test]
+fn a_run_directory_never_holds_another_runs_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mine");
+    let out_arg = out.to_str().unwrap();
+    let first = tiny_run(dir.path(), &["--out", out_arg]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+
+    // Other settings in an explicit --out: refused, and the first run's files untouched.
+    let other = tiny_run(dir.path(), &["--out", out_arg, "--seed", "3"]);
+    assert!(!other.status.success());
+    assert!(
+        stderr(&other).contains("holds another run") && stderr(&other).contains("--force"),
+        "{}",
+        stderr(&other)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("config.toml")).unwrap(),
+        config
+    );
+    assert_eq!(seed_of(&out.join("results.json")), 0);
+
+    // The same settings again keep the finished run; --force replaces it.
+    let same = tiny_run(dir.path(), &["--out", out_arg]);
+    assert!(
+        stderr(&same).contains("already finished"),
+        "{}",
+        stderr(&same)
+    );
+    let forced = tiny_run(dir.path(), &["--out", out_arg, "--seed", "3", "--force"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_eq!(seed_of(&out.join("results.json")), 3);
+
+    // The default runs/latest holds the latest run: replaced, saying so.
+    assert!(tiny_run(dir.path(), &[]).status.success());
+    let next = tiny_run(dir.path(), &["--seed", "5"]);
+    assert!(next.status.success(), "{}", stderr(&next));
+    assert!(stderr(&next).contains("replacing it"), "{}", stderr(&next));
+    assert_eq!(seed_of(&dir.path().join("runs/latest/results.json")), 5);
+}
