@@ -272,9 +272,8 @@ impl ModelCard {
         struct Version {
             format_version: u32,
         }
-        let version: Version = serde_json::from_str::<serde_json::Value>(json)
-            .and_then(serde_json::from_value)
-            .map_err(CardError::Json)?;
+        // The version first: a newer card's other fields may not parse here.
+        let version: Version = serde_json::from_str(json).map_err(CardError::Json)?;
         if version.format_version != FORMAT_VERSION {
             return Err(CardError::Version {
                 found: version.format_version,

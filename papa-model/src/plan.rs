@@ -313,6 +313,26 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// A planner for a model of `classes` outputs: fails for an empty input or zero classes.
+    /// Walk it, then call [`Planner::finish`].
+    pub fn checked(layers: &'a [Layer], input: Shape, classes: usize) -> Result<Self, ModelError> {
+        if input.len().is_none_or(|n| n == 0) {
+            return Err(ModelError::EmptyInput);
+        }
+        if classes == 0 {
+            return Err(ModelError::ZeroClasses);
+        }
+        Ok(Self::new(layers, input))
+    }
+
+    /// After the walk: N, once the model is known to end with `classes` flat features.
+    pub fn finish(&self, classes: usize) -> Result<usize, ModelError> {
+        match self.shape {
+            Shape::Flat { features } if features == classes => Ok(self.offset),
+            output => Err(ModelError::WrongOutput { classes, output }),
+        }
+    }
+
     /// The offset after every tensor planned so far: N once the planner is done.
     pub fn len(&self) -> usize {
         self.offset
@@ -482,23 +502,14 @@ pub struct Summary {
 /// Checks a whole model: every layer fits its input, the input is not empty, and the model
 /// ends with `classes` flat features.
 pub fn summary(layers: &[Layer], input: Shape, classes: usize) -> Result<Summary, ModelError> {
-    if input.len().is_none_or(|n| n == 0) {
-        return Err(ModelError::EmptyInput);
-    }
-    if classes == 0 {
-        return Err(ModelError::ZeroClasses);
-    }
-    let mut planner = Planner::new(layers, input);
+    let mut planner = Planner::checked(layers, input, classes)?;
     let mut ops = 0;
     for planned in planner.by_ref() {
         planned?;
         ops += 1;
     }
-    match planner.shape() {
-        Shape::Flat { features } if features == classes => Ok(Summary {
-            len: planner.len(),
-            ops,
-        }),
-        output => Err(ModelError::WrongOutput { classes, output }),
-    }
+    Ok(Summary {
+        len: planner.finish(classes)?,
+        ops,
+    })
 }

@@ -2,7 +2,7 @@
 
 use crate::init::init_ops;
 use crate::layer::{Layer, Shape};
-use crate::plan::{summary, ConvLayer, LinearLayer, Op, Planner};
+use crate::plan::{ConvLayer, LinearLayer, Op, Planner};
 use crate::ModelError;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -87,13 +87,13 @@ impl ModelSpec {
             height,
             width,
         };
-        let len = summary(layers, shape, classes)?.len;
         let last_linear = layers
             .iter()
             .rposition(|l| matches!(l, Layer::Linear { .. }));
         let (mut tensors, mut ops, mut repairable) = (Vec::new(), Vec::new(), Vec::new());
         let mut pending: Option<RepairableLayer> = None;
-        for planned in Planner::new(layers, shape) {
+        let mut planner = Planner::checked(layers, shape, classes)?;
+        for planned in planner.by_ref() {
             let planned = planned?;
             let op = planned.op;
             let name = planned.name.map(|n| n.to_string());
@@ -134,6 +134,7 @@ impl ModelSpec {
             ops.push(op);
         }
         repairable.extend(pending.take());
+        let len = planner.finish(classes)?;
         Ok(Self {
             layers: layers.to_vec(),
             input,

@@ -2,7 +2,7 @@
 //! firmware holds, both in flash.
 
 use crate::layer::{Layer, Shape};
-use crate::plan::{summary, Op, Planner};
+use crate::plan::{Op, Planner};
 use crate::ModelError;
 use papa_core::LengthMismatch;
 
@@ -35,19 +35,23 @@ pub struct ModelView<'a, const MAX_OPS: usize> {
 }
 
 impl<'a, const MAX_OPS: usize> ModelView<'a, MAX_OPS> {
-    /// Checks the model (see [`summary`]) and that `params` holds exactly one member.
+    /// Checks the model (see [`summary`](crate::plan::summary)) and that `params` holds
+    /// exactly one member.
     pub fn new(
         layers: &'a [Layer],
         input: Shape,
         classes: usize,
         params: &'a [f32],
     ) -> Result<Self, ModelError> {
-        let summary = summary(layers, input, classes)?;
-        LengthMismatch::check("params", summary.len, params.len())?;
-        let mut ops = heapless::Vec::new();
-        for planned in Planner::new(layers, input) {
-            ops.push(planned?.op)
-                .map_err(|_| ModelError::TooManyLayers { capacity: MAX_OPS })?;
+        let mut planner = Planner::checked(layers, input, classes)?;
+        let (mut ops, mut overflow) = (heapless::Vec::new(), false);
+        for planned in planner.by_ref() {
+            overflow |= ops.push(planned?.op).is_err();
+        }
+        // A model that does not fit its parameters is wrong whatever the table holds.
+        LengthMismatch::check("params", planner.finish(classes)?, params.len())?;
+        if overflow {
+            return Err(ModelError::TooManyLayers { capacity: MAX_OPS });
         }
         Ok(ModelView {
             layers,
