@@ -49,15 +49,8 @@ pub fn accuracy(
     data: &Dataset,
 ) -> Result<PopulationAccuracy, EvalError> {
     let p = params.len() / spec.len().max(1);
-    if p == 0 {
-        return Err(model::Error::from(LengthMismatch {
-            what: "params (P x N)",
-            expected: spec.len(),
-            found: params.len(),
-        })
-        .into());
-    }
-    LengthMismatch::check("params (P x N)", p * spec.len(), params.len())
+    // At least one member, and whole members.
+    LengthMismatch::check("params (P x N)", p.max(1) * spec.len(), params.len())
         .map_err(model::Error::from)?;
     check_data(spec, data)?;
     let mut net = Network::new(spec, p, EVAL_BATCH)?;

@@ -132,7 +132,7 @@ pub fn model_card(
         &cfg.model,
         spec,
         splits.pixel_scale,
-        splits.normalization(),
+        splits.normalization.clone(),
         splits.class_names.clone(),
     );
     card.provenance = Some(Provenance {

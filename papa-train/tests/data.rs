@@ -336,12 +336,12 @@ fn bundled_fashion_mnist_splits_and_normalises() {
     assert!((raw_mean - 0.2860).abs() < 0.002 && (raw_std - 0.3530).abs() < 0.002);
     let raw_val = s.val.images.clone();
     s.normalize().unwrap();
-    assert!((f64::from(s.mean[0]) - raw_mean).abs() < 1e-6);
-    assert!((f64::from(s.std[0]) - raw_std).abs() < 1e-6);
+    assert!((f64::from(s.normalization.mean[0]) - raw_mean).abs() < 1e-6);
+    assert!((f64::from(s.normalization.std[0]) - raw_std).abs() < 1e-6);
     let (m, sd) = mean_std(&s.train.images);
     assert!(m.abs() < 1e-5 && (sd - 1.0).abs() < 1e-5, "{m} {sd}");
     for (n, r) in s.val.images.iter().zip(&raw_val).step_by(997) {
-        assert!((n - (r - s.mean[0]) / s.std[0]).abs() < 1e-6);
+        assert!((n - (r - s.normalization.mean[0]) / s.normalization.std[0]).abs() < 1e-6);
     }
     let black = s.pad_value(0);
     assert!((black - (-raw_mean / raw_std) as f32).abs() < 1e-5);
@@ -349,7 +349,10 @@ fn bundled_fashion_mnist_splits_and_normalises() {
     // Normalising again changes nothing: stored stats still map raw values to current ones.
     let before = s.clone();
     s.normalize().unwrap();
-    assert!((s.mean[0] - before.mean[0]).abs() < 1e-6 && (s.std[0] - before.std[0]).abs() < 1e-6);
+    assert!(
+        (s.normalization.mean[0] - before.normalization.mean[0]).abs() < 1e-6
+            && (s.normalization.std[0] - before.normalization.std[0]).abs() < 1e-6
+    );
     for (a, b) in s.test.images.iter().zip(&before.test.images).step_by(101) {
         assert!((a - b).abs() < 1e-5);
     }

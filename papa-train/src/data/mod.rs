@@ -250,10 +250,9 @@ pub struct Splits {
     pub val: Dataset,
     /// Test data.
     pub test: Dataset,
-    /// Per-channel mean subtracted from raw values (0 until [`Splits::normalize`]).
-    pub mean: Vec<f32>,
-    /// Per-channel std dividing raw values (1 until [`Splits::normalize`]).
-    pub std: Vec<f32>,
+    /// Per-channel mean and std mapping raw values to the current ones (mean 0, std 1 until
+    /// [`Splits::normalize`]); the model card records it.
+    pub normalization: Normalization,
     /// Raw values are the stored ones divided by this: 255 for 8-bit IDX pixels, 1 for CSV
     /// features (the model card records it).
     pub pixel_scale: f32,
@@ -300,19 +299,10 @@ impl Splits {
             val: train.subset(val_idx),
             train: train.subset(train_idx),
             test,
-            mean: vec![0.0; channels],
-            std: vec![1.0; channels],
+            normalization: Normalization::identity(channels),
             pixel_scale: 1.0,
             class_names: Vec::new(),
         })
-    }
-
-    /// The normalisation that maps raw values to the current ones.
-    pub fn normalization(&self) -> Normalization {
-        Normalization {
-            mean: self.mean.clone(),
-            std: self.std.clone(),
-        }
     }
 
     /// Computes the per-channel mean and (population) std of the training split in f64 and
@@ -328,11 +318,12 @@ impl Splits {
         for d in [&mut self.train, &mut self.val, &mut self.test] {
             d.normalize_with(&step)?;
         }
-        for c in 0..self.mean.len() {
+        let Normalization { mean: m, std: s } = &mut self.normalization;
+        for c in 0..m.len() {
             // (((x - m1) / s1) - m2) / s2 = (x - (m1 + m2 s1)) / (s1 s2)
-            let (m1, s1) = (f64::from(self.mean[c]), f64::from(self.std[c]));
-            self.mean[c] = (m1 + mean[c] * s1) as f32;
-            self.std[c] = (s1 * std[c]) as f32;
+            let (m1, s1) = (f64::from(m[c]), f64::from(s[c]));
+            m[c] = (m1 + mean[c] * s1) as f32;
+            s[c] = (s1 * std[c]) as f32;
         }
         Ok(())
     }
@@ -340,7 +331,8 @@ impl Splits {
     /// The value a black (raw 0) pixel of `channel` has after normalisation: the padding
     /// value of random crops.
     pub fn pad_value(&self, channel: usize) -> f32 {
-        match (self.mean.get(channel), self.std.get(channel)) {
+        let Normalization { mean, std } = &self.normalization;
+        match (mean.get(channel), std.get(channel)) {
             (Some(m), Some(s)) => -m / s,
             _ => 0.0,
         }
