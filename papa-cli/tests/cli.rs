@@ -73,19 +73,30 @@ fn bad_input_is_a_clear_error() {
     assert!(!out.status.success() && stderr(&out).contains("missing.safetensors"));
 }
 
-#[test]
-fn a_run_whose_loss_turns_nan_stops_with_a_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("nan.toml");
-    std::fs::write(&config, "model = \"mlp:16\"\nmethods = [\"none\"]\npopulation = 2\nepochs = 1\ntrain_limit = 256\nbatch = 32\nlr = 1e30\n").unwrap();
-    let out_dir = dir.path().join("out");
-    let out = papa(&[
+/// `papa train --config <dir>/run.toml --out <dir>/out` with `toml` and `extra` flags.
+fn train_with_config(dir: &Path, toml: &str, extra: &[&str]) -> (Output, std::path::PathBuf) {
+    let config = dir.join("run.toml");
+    std::fs::write(&config, toml).unwrap();
+    let out_dir = dir.join("out");
+    let mut args = vec![
         "train",
         "--config",
         config.to_str().unwrap(),
         "--out",
         out_dir.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    (papa(&args), out_dir)
+}
+
+#[test]
+fn a_run_whose_loss_turns_nan_stops_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, out_dir) = train_with_config(
+        dir.path(),
+        "model = \"mlp:16\"\nmethods = [\"none\"]\npopulation = 2\nepochs = 1\ntrain_limit = 256\nbatch = 32\nlr = 1e30\n",
+        &[],
+    );
     assert!(!out.status.success());
     let message = stderr(&out);
     assert!(message.contains("loss became"), "{message}");
@@ -132,18 +143,11 @@ fn recorded_and_evaluated(out_dir: &Path, method: &str) -> (String, String) {
 #[test]
 fn a_saved_model_evaluates_to_its_recorded_accuracy() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tiny.toml");
-    std::fs::write(&config, "model = \"mlp:32\"\npopulation = 2\nepochs = 1\ntrain_limit = 512\nbatch = 64\nrepair_batches = 2\n").unwrap();
-    let out_dir = dir.path().join("out");
-    let out = papa(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--method",
-        "papa",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let (out, out_dir) = train_with_config(
+        dir.path(),
+        "model = \"mlp:32\"\npopulation = 2\nepochs = 1\ntrain_limit = 512\nbatch = 64\nrepair_batches = 2\n",
+        &["--method", "papa"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     for file in [
         "results.json",
@@ -196,16 +200,8 @@ fn a_saved_model_evaluates_to_its_recorded_accuracy() {
 #[test]
 fn eval_refuses_data_the_model_does_not_fit() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tiny.toml");
-    std::fs::write(&config, "model = \"mlp:8\"\nmethods = [\"none\"]\npopulation = 1\nepochs = 1\ntrain_limit = 256\nbatch = 64\nrepair_batches = 1\n").unwrap();
     let out_dir = dir.path().join("out");
-    let out = papa(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = tiny_run(dir.path(), &["--out", out_dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Four features in three classes: not Fashion-MNIST's 1 x 28 x 28 in ten.
     let data = dir.path().join("table");
