@@ -3,14 +3,16 @@
 //! Run: `cargo bench -p papa-core --bench rules` (add `-- --quick` for a short run).
 //! Sizes: 10 members x 11.19M floats (ResNet-18) and 10 x 0.42M (the small CNN).
 //! Besides criterion's own report, the end prints each rule's time as a ratio to the copy
-//! measured in the same run: the share of copy bandwidth a rule reaches.
+//! measured in the same run: the share of copy bandwidth a rule reaches. Every rule runs on
+//! the fastest path this CPU has (papa-cpu's run-time dispatch, the path a default build
+//! takes) and on the portable x86-64 baseline.
 
 use criterion::{black_box, Criterion, Throughput};
 use papa_core::population::Contiguous;
 use papa_core::rng::Rng;
-use papa_core::rules::{
-    average, draw_pairs, gradual, papa2, papa2_scratch_len, papa_all, Options, Weights,
-};
+use papa_core::rules::{draw_pairs, papa2_scratch_len, Options, Weights};
+use papa_cpu::rules::{average, gradual, papa2, papa_all};
+use papa_cpu::Isa;
 use std::time::{Duration, Instant};
 
 const MEMBERS: usize = 10;
@@ -27,6 +29,7 @@ struct Workload {
     scratch: Vec<f32>,
     pairs: Vec<(usize, usize)>,
     weights: Vec<f32>,
+    isa: Isa,
 }
 
 type Op = fn(&mut Workload);
@@ -35,15 +38,16 @@ const OPS: [(&str, Op); 5] = [
     ("copy", |w| w.dst.copy_from_slice(&w.pop)),
     ("gradual", |w| {
         let mut pop = Contiguous::new(&mut w.pop[..], MEMBERS).unwrap();
-        gradual(&mut pop, Weights::Uniform, 0.99, &Options::default()).unwrap()
+        gradual(w.isa, &mut pop, Weights::Uniform, 0.99, &Options::default()).unwrap()
     }),
     ("papa-all", |w| {
         let mut pop = Contiguous::new(&mut w.pop[..], MEMBERS).unwrap();
-        papa_all(&mut pop, Weights::Uniform, &Options::default()).unwrap()
+        papa_all(w.isa, &mut pop, Weights::Uniform, &Options::default()).unwrap()
     }),
     ("weighted average", |w| {
         let pop = Contiguous::new(&w.pop[..], MEMBERS).unwrap();
         average(
+            w.isa,
             &pop,
             Weights::Given(&w.weights),
             &mut w.out,
@@ -53,7 +57,14 @@ const OPS: [(&str, Op); 5] = [
     }),
     ("papa-2", |w| {
         let mut pop = Contiguous::new(&mut w.pop[..], MEMBERS).unwrap();
-        papa2(&mut pop, &w.pairs, &mut w.scratch, &Options::default()).unwrap()
+        papa2(
+            w.isa,
+            &mut pop,
+            &w.pairs,
+            &mut w.scratch,
+            &Options::default(),
+        )
+        .unwrap()
     }),
 ];
 
@@ -71,6 +82,7 @@ fn workload(n: usize) -> Workload {
         weights: (1..=MEMBERS)
             .map(|j| (2 * j) as f32 / (MEMBERS * (MEMBERS + 1)) as f32)
             .collect(),
+        isa: Isa::Portable,
     }
 }
 
@@ -92,39 +104,49 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
+    let fastest = Isa::detect();
+    let paths = if fastest == Isa::Portable {
+        vec![fastest]
+    } else {
+        vec![fastest, Isa::Portable]
+    };
     let mut summary = Vec::new();
     for (label, n) in SIZES {
         let mut w = workload(n);
         let bytes = (2 * MEMBERS * n * std::mem::size_of::<f32>()) as u64;
-        let mut group = criterion.benchmark_group(label);
-        group.throughput(Throughput::Bytes(bytes));
-        for (name, op) in OPS {
-            group.bench_function(name, |b| b.iter(|| op(black_box(&mut w))));
-        }
-        group.finish();
-        let runs = if n > 1_000_000 { 7 } else { 50 };
-        let times: Vec<Duration> = OPS
-            .iter()
-            .map(|&(_, op)| best_time(&mut w, op, runs))
-            .collect();
-        let copy = times[0];
-        for ((name, _), t) in OPS.into_iter().zip(times) {
-            summary.push((
-                label,
-                name,
-                t,
-                copy.as_secs_f64() / t.as_secs_f64(),
-                bytes as f64 / t.as_secs_f64() / 1e9,
-            ));
+        for &isa in &paths {
+            w.isa = isa;
+            let mut group = criterion.benchmark_group(format!("{label} {isa}"));
+            group.throughput(Throughput::Bytes(bytes));
+            for (name, op) in OPS {
+                group.bench_function(name, |b| b.iter(|| op(black_box(&mut w))));
+            }
+            group.finish();
+            let runs = if n > 1_000_000 { 7 } else { 50 };
+            let times: Vec<Duration> = OPS
+                .iter()
+                .map(|&(_, op)| best_time(&mut w, op, runs))
+                .collect();
+            let copy = times[0];
+            for ((name, _), t) in OPS.into_iter().zip(times) {
+                summary.push((
+                    label,
+                    isa,
+                    name,
+                    t,
+                    copy.as_secs_f64() / t.as_secs_f64(),
+                    bytes as f64 / t.as_secs_f64() / 1e9,
+                ));
+            }
         }
     }
     println!(
-        "\n| size | operation | best time | share of copy bandwidth | GB/s (read+write of P*N) |"
+        "\n| size | path | operation | best time | share of copy bandwidth | GB/s (read+write of P*N) |"
     );
-    println!("|---|---|---|---|---|");
-    for (label, name, t, ratio, gbs) in summary {
+    println!("|---|---|---|---|---|---|");
+    for (label, isa, name, t, ratio, gbs) in summary {
         println!(
-            "| {label} | {name} | {:.2} ms | {:.0}% | {gbs:.1} |",
+            "| {label} | {isa} | {name} | {:.2} ms | {:.0}% | {gbs:.1} |",
             t.as_secs_f64() * 1e3,
             ratio * 100.0
         );

@@ -48,6 +48,7 @@ pub struct Options<'a> {
 /// assert_eq!(out, [1.5, 3.0]);
 /// # Ok::<(), papa_core::Error>(())
 /// ```
+#[inline(always)]
 pub fn average<P: Population + ?Sized>(
     pop: &P,
     weights: Weights<'_>,
@@ -56,11 +57,11 @@ pub fn average<P: Population + ?Sized>(
 ) -> Result<(), Error> {
     check_len("out", pop.member_len(), out.len())?;
     let combine = Combine::new(pop, weights, opts)?;
-    for_each_chunk(pop.member_len(), opts, |cols, policy| {
+    for (cols, policy) in chunks(pop.member_len(), opts) {
         let acc = &mut [0.0f64; CHUNK][..cols.len()];
         combine.reduce(pop, cols.clone(), policy, acc);
         store(acc, &mut out[cols]);
-    });
+    }
     Ok(())
 }
 
@@ -74,13 +75,14 @@ pub fn average<P: Population + ?Sized>(
 /// assert_eq!(buf, [2.0, 4.0, 2.0, 4.0]);
 /// # Ok::<(), papa_core::Error>(())
 /// ```
+#[inline(always)]
 pub fn papa_all<P: PopulationMut + ?Sized>(
     pop: &mut P,
     weights: Weights<'_>,
     opts: &Options<'_>,
 ) -> Result<(), Error> {
     let combine = Combine::new(pop, weights, opts)?;
-    for_each_chunk(pop.member_len(), opts, |cols, policy| {
+    for (cols, policy) in chunks(pop.member_len(), opts) {
         let acc = &mut [0.0f64; CHUNK][..cols.len()];
         combine.reduce(pop, cols.clone(), policy, acc);
         // Rounded once, then copied: every member gets the same bits.
@@ -89,7 +91,7 @@ pub fn papa_all<P: PopulationMut + ?Sized>(
         for j in 0..pop.members() {
             pop.member_mut(j)[cols.clone()].copy_from_slice(mean);
         }
-    });
+    }
     Ok(())
 }
 
@@ -105,6 +107,7 @@ pub fn papa_all<P: PopulationMut + ?Sized>(
 /// assert_eq!(buf, [0.5, 3.5]);
 /// # Ok::<(), papa_core::Error>(())
 /// ```
+#[inline(always)]
 pub fn gradual<P: PopulationMut + ?Sized>(
     pop: &mut P,
     weights: Weights<'_>,
@@ -122,7 +125,7 @@ pub fn gradual<P: PopulationMut + ?Sized>(
     // memory traffic instead of following it (docs/BENCHMARKS.md).
     let mut buffers = [[0.0f64; CHUNK]; 2];
     let mut pending: Option<(Range<usize>, usize)> = None;
-    for_each_chunk(pop.member_len(), opts, |cols, policy| {
+    for (cols, policy) in chunks(pop.member_len(), opts) {
         let slot = pending.as_ref().map_or(0, |(_, slot)| 1 - slot);
         let [a, b] = &mut buffers;
         let (next, prev) = if slot == 0 { (a, &*b) } else { (b, &*a) };
@@ -132,7 +135,7 @@ pub fn gradual<P: PopulationMut + ?Sized>(
             for j in 0..pop.members() {
                 store(next, &mut pop.member_mut(j)[cols.clone()]);
             }
-            return;
+            continue;
         }
         match pending.take() {
             Some((prev_cols, _)) => {
@@ -147,7 +150,7 @@ pub fn gradual<P: PopulationMut + ?Sized>(
         }
         next.iter_mut().for_each(|m| *m *= pull);
         pending = Some((cols, slot));
-    });
+    }
     if let Some((cols, slot)) = pending {
         let update = Update {
             pulled: &buffers[slot][..cols.len()],
@@ -187,6 +190,7 @@ pub const fn papa2_scratch_len(members: usize, member_len: usize) -> usize {
 /// assert_eq!(buf, [3.0, 2.0, 1.0]);
 /// # Ok::<(), papa_core::Error>(())
 /// ```
+#[inline(always)]
 pub fn papa2<P: PopulationMut + ?Sized>(
     pop: &mut P,
     pairs: &[(usize, usize)],
@@ -223,7 +227,7 @@ pub fn papa2<P: PopulationMut + ?Sized>(
         });
     }
     check_common(pop, opts)?;
-    for_each_chunk(len, opts, |cols, policy| {
+    for (cols, policy) in chunks(len, opts) {
         let width = cols.len();
         for j in 0..members {
             scratch[j * width..(j + 1) * width].copy_from_slice(&pop.member(j)[cols.clone()]);
@@ -241,7 +245,7 @@ pub fn papa2<P: PopulationMut + ?Sized>(
                 };
             }
         }
-    });
+    }
     Ok(())
 }
 
@@ -305,6 +309,7 @@ impl<'a> Combine<'a> {
         })
     }
 
+    #[inline(always)]
     fn weight(&self, j: usize) -> f64 {
         match self.weights {
             Weights::Uniform => self.uniform,
@@ -313,6 +318,7 @@ impl<'a> Combine<'a> {
     }
 
     /// acc <- sum_j c_j x_j (or sum_j x_j when not `WEIGHTED`) over the `members` columns.
+    #[inline(always)]
     fn sum_columns<'p, const WEIGHTED: bool>(
         &self,
         members: usize,
@@ -352,6 +358,7 @@ impl<'a> Combine<'a> {
     /// `reduce` of the average over `cols` into `acc`, fused with `update` of the previous
     /// chunk (still in L1): member by member, this chunk is read, then the previous one
     /// updated. Sums run in member order: the same bits as `reduce`.
+    #[inline(always)]
     fn reduce_and_update<P: PopulationMut + ?Sized>(
         &self,
         pop: &mut P,
@@ -365,6 +372,7 @@ impl<'a> Combine<'a> {
         }
     }
 
+    #[inline(always)]
     fn fused<const WEIGHTED: bool, P: PopulationMut + ?Sized>(
         &self,
         pop: &mut P,
@@ -402,6 +410,7 @@ impl<'a> Combine<'a> {
     }
 
     /// The weight of member j in a sum (1 when the sum is scaled afterwards).
+    #[inline(always)]
     fn term<const WEIGHTED: bool>(&self, j: usize) -> f64 {
         if WEIGHTED {
             self.weight(j)
@@ -411,6 +420,7 @@ impl<'a> Combine<'a> {
     }
 
     /// c * x, or x when the sum is scaled afterwards.
+    #[inline(always)]
     fn scaled<const WEIGHTED: bool>(c: f64, x: f32) -> f64 {
         if WEIGHTED {
             c * f64::from(x)
@@ -424,6 +434,7 @@ impl<'a> Combine<'a> {
     /// Members are folded in four at a time so that each accumulator is loaded and stored once
     /// per four members; the additions still happen in member order, so the result is the
     /// same as a plain sequential sum.
+    #[inline(always)]
     fn reduce<P: Population + ?Sized>(
         &self,
         pop: &P,
@@ -528,27 +539,26 @@ fn check_common<P: Population + ?Sized>(pop: &P, opts: &Options<'_>) -> Result<(
     Ok(())
 }
 
+#[inline(always)]
 fn store(acc: &[f64], out: &mut [f32]) {
     for (o, &a) in out.iter_mut().zip(acc) {
         *o = a as f32;
     }
 }
 
-/// Calls `f` on consecutive column ranges of at most [`CHUNK`] columns that never straddle two
-/// policies.
-fn for_each_chunk(len: usize, opts: &Options<'_>, mut f: impl FnMut(Range<usize>, Policy)) {
-    let mut chunks = |cols: Range<usize>, policy: Policy| {
-        let mut start = cols.start;
-        while start < cols.end {
-            let end = cols.end.min(start + CHUNK);
-            f(start..end, policy);
-            start = end;
-        }
-    };
-    match &opts.layout {
-        Some(layout) => layout
-            .segments()
-            .for_each(|(cols, policy)| chunks(cols, policy)),
-        None => chunks(0..len, Policy::Average),
-    }
+/// Consecutive column ranges of at most [`CHUNK`] columns that never straddle two policies.
+/// An iterator rather than a callback: the rules' loop bodies then stay inside the rule and
+/// are compiled with the target features of whoever instantiates it (papa-cpu).
+#[inline(always)]
+fn chunks<'o>(len: usize, opts: &Options<'o>) -> impl Iterator<Item = (Range<usize>, Policy)> + 'o {
+    let whole = opts.layout.is_none().then_some((0..len, Policy::Average));
+    opts.layout
+        .into_iter()
+        .flat_map(|layout| layout.segments())
+        .chain(whole)
+        .flat_map(|(cols, policy)| {
+            let end = cols.end;
+            cols.step_by(CHUNK)
+                .map(move |start| (start..end.min(start + CHUNK), policy))
+        })
 }

@@ -7,6 +7,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod engine;
 pub mod eval;
 pub mod model;
 pub mod optim;

@@ -5,6 +5,7 @@
 //! compared with the paper's PyTorch code.
 
 use papa_core::LengthMismatch;
+use papa_cpu::Isa;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -113,11 +114,40 @@ impl Sgd {
                 momentum: self.momentum,
             });
         }
+        update(
+            Isa::detect(),
+            self,
+            params,
+            grads,
+            velocity,
+            member_len,
+            trainable,
+            lr,
+        );
+        Ok(())
+    }
+}
+
+papa_cpu::multiversion! {
+    /// The update of [`Sgd::step`] on checked buffers, compiled for the CPU's vector
+    /// extensions (elementwise, without contraction: the same bits on every path).
+    #[isa(isa)]
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        isa: Isa,
+        sgd: &Sgd,
+        params: &mut [f32],
+        grads: &[f32],
+        velocity: &mut [f32],
+        member_len: usize,
+        trainable: &[Range<usize>],
+        lr: f32,
+    ) {
         let Sgd {
             momentum: mu,
             weight_decay: wd,
             nesterov,
-        } = *self;
+        } = *sgd;
         params
             .par_chunks_mut(member_len)
             .zip(grads.par_chunks(member_len))
@@ -133,7 +163,6 @@ impl Sgd {
                     }
                 }
             });
-        Ok(())
     }
 }
 

@@ -79,6 +79,10 @@ pub struct MethodResult {
     pub final_model_is: String,
     /// Wall time of the whole method, in seconds.
     pub wall_seconds: f64,
+    /// The CPU path the engine's kernels ran on (`portable`, `avx2`, `avx512`): runs with
+    /// the same seed and path have the same bits (results written before paths: empty).
+    #[serde(default)]
+    pub cpu_path: String,
     /// Per-epoch measurements.
     pub history: Vec<EpochRecord>,
 }

@@ -4,6 +4,7 @@
 
 use papa_core::layout::{Layout, TensorKind};
 use papa_core::rng::Rng;
+use papa_cpu::Isa;
 use papa_model::layer::Layer;
 use papa_model::{zoo, ModelError};
 use papa_train::model::{
@@ -872,5 +873,51 @@ fn plain_sgd_fits_a_fixed_batch() {
     }
     for (m, (&start, &end)) in first.iter().zip(&losses).enumerate() {
         assert!(end < 0.3 * start, "member {m}: loss {start} -> {end}");
+    }
+}
+
+#[test]
+fn every_cpu_path_agrees_with_the_portable_one() {
+    // The AVX-512 gemm sums in another order than the `gemm` crate: agreement to rounding,
+    // relative to the largest value (1e-4: a few f32 ulps over depth-576 sums, amplified by
+    // BatchNorm's division by small batch deviations).
+    let spec = ModelSpec::new(&zoo::cnn_s(10), [1, 28, 28], 10).unwrap();
+    let (p, b) = (2, 19);
+    let input = uniform(&mut Rng::new(61), p * b * spec.input_len(), 1.0);
+    let targets = one_hot(p, b, 10);
+    let run = |isa: Isa| {
+        let mut params = population(&spec, p, 62);
+        let mut net = Network::with_isa(&spec, p, b, isa).unwrap();
+        assert_eq!(net.isa(), isa);
+        let (logits, grads) = step(&mut net, &mut params, &input, &targets);
+        (logits, grads, params)
+    };
+    let reference = run(Isa::Portable);
+    let paths: Vec<Isa> = Isa::supported().filter(|&i| i != Isa::Portable).collect();
+    if paths.is_empty() {
+        println!("SKIP: this CPU has only the portable path; nothing to compare it with");
+    }
+    let close = |what: &str, isa: Isa, a: &[f32], b: &[f32]| {
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            worst <= 1e-4 * scale,
+            "{isa} {what}: differs by {worst} (scale {scale})"
+        );
+    };
+    for isa in paths {
+        let (logits, grads, params) = run(isa);
+        close("logits", isa, &logits, &reference.0);
+        close("gradients", isa, &grads, &reference.1);
+        close("running statistics", isa, &params, &reference.2);
+    }
+    for isa in Isa::ALL.into_iter().filter(|i| !i.is_supported()) {
+        assert!(matches!(
+            Network::with_isa(&spec, p, b, isa),
+            Err(Error::Isa(_))
+        ));
     }
 }

@@ -53,6 +53,7 @@ fn report() -> RunReport {
                 final_model: 92.37,
                 final_model_is: "uniform soup + REPAIR".into(),
                 wall_seconds: 754.0,
+                cpu_path: "avx512".into(),
                 history: history(3, 4, 80.0),
             },
             MethodResult {
@@ -79,6 +80,7 @@ fn report() -> RunReport {
                 final_model: 90.0,
                 final_model_is: "greedy soup".into(),
                 wall_seconds: 42.25,
+                cpu_path: "portable".into(),
                 history: history(3, 4, 78.0),
             },
         ],

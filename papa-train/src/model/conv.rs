@@ -55,122 +55,130 @@ impl Conv {
     }
 }
 
-/// `y = conv(x) + bias` for every member; first refreshes `weights`
-/// ([`Conv::weights_len`] floats), the engine-order copy that [`backward`] reuses.
-pub(crate) fn forward(x: &[f32], y: &mut [f32], params: &[f32], weights: &mut [f32], c: Conv) {
-    let (fin, wlen) = (c.fin(), c.wlen());
-    for (m, wm) in weights.chunks_exact_mut(2 * wlen).enumerate().take(c.p) {
-        let (w, wt) = wm.split_at_mut(wlen);
-        let torch = &params[m * c.n + c.weight..][..wlen];
-        for co in 0..c.cout {
-            for ci in 0..c.cin {
-                for tap in 0..9 {
-                    let v = torch[(co * c.cin + ci) * 9 + tap];
-                    w[co * fin + tap * c.cin + ci] = v;
-                    wt[(tap * c.cin + ci) * c.cout + co] = v;
-                }
-            }
-        }
-    }
-    let weights = &*weights;
-    let (in_len, out_len) = (c.h * c.w * c.cin, c.h * c.w * c.cout);
-    par_samples(y, c.p, c.b, out_len, |m, s, out| {
-        let bias = &params[m * c.n + c.bias..][..c.cout];
-        let wt = c.member_weights(weights, m).1;
-        let xs = &x[(m * c.b + s.start) * in_len..][..s.len() * in_len];
-        match c.cin {
-            1 => return direct_forward::<9>(xs, out, wt, bias, c),
-            2 => return direct_forward::<18>(xs, out, wt, bias, c),
-            3 => return direct_forward::<27>(xs, out, wt, bias, c),
-            _ => {}
-        }
-        fill_rows(out, bias);
-        let wt = Mat::rows(wt, fin, c.cout);
-        COLUMNS.with_borrow_mut(|[col, _, padded]| {
-            let groups = xs.chunks(c.group() * in_len);
-            for (xg, yg) in groups.zip(out.chunks_mut(c.group() * out_len)) {
-                let r = yg.len() / c.cout;
-                col.resize(r * fin, 0.0);
-                im2col(xg, col, padded, c);
-                matmul(yg, c.cout, Mat::rows(col, r, fin), wt, true);
-            }
-        });
-    });
-}
-
-/// Weight and bias gradients into `grads` (PyTorch's order), and the input gradient when
-/// `din` is given, from the output gradient `dy` and the forward's input `x` and `weights`.
-/// Each (member, chunk) task accumulates its partial sums in `partials` (`P x chunks x
-/// cout * (9 cin + 1)`), added in chunk order afterwards.
-pub(crate) fn backward(
-    x: &[f32],
-    dy: &[f32],
-    din: Option<&mut [f32]>,
-    (weights, partials): (&[f32], &mut [f32]),
-    grads: &mut [f32],
-    c: Conv,
-) {
-    let (wlen, nchunks) = (c.wlen(), chunks(c.b));
-    let len = wlen + c.cout;
-    let (in_len, out_len) = (c.h * c.w * c.cin, c.h * c.w * c.cout);
-    let task = |m: usize, k: usize, part: &mut [f32], di: Option<&mut [f32]>| {
-        let first = m * c.b + k * CHUNK;
-        let samples = CHUNK.min(c.b - k * CHUNK);
-        let xs = &x[first * in_len..][..samples * in_len];
-        let dys = &dy[first * out_len..][..samples * out_len];
-        let (w, wt) = c.member_weights(weights, m);
-        let (pw, pb) = part.split_at_mut(wlen);
-        pb.fill(0.0);
-        for row in dys.chunks_exact(c.cout) {
-            pb.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
-        }
-        match c.cin {
-            1 => direct_backward::<9>(xs, dys, di, wt, pw, c),
-            2 => direct_backward::<18>(xs, dys, di, wt, pw, c),
-            3 => direct_backward::<27>(xs, dys, di, wt, pw, c),
-            _ => gemm_backward(xs, dys, di, w, pw, c),
-        }
-    };
-    let partials = &mut partials[..c.p * nchunks * len];
-    match din {
-        Some(din) => din[..c.p * c.b * in_len]
-            .par_chunks_mut(c.b * in_len)
-            .zip(partials.par_chunks_mut(nchunks * len))
-            .enumerate()
-            .for_each(|(m, (dm, pm))| {
-                dm.par_chunks_mut(CHUNK * in_len)
-                    .zip(pm.par_chunks_mut(len))
-                    .enumerate()
-                    .for_each(|(k, (di, part))| task(m, k, part, Some(di)))
-            }),
-        None => partials
-            .par_chunks_mut(len)
-            .enumerate()
-            .for_each(|(t, part)| task(t / nchunks, t % nchunks, part, None)),
-    }
-    grads
-        .par_chunks_mut(c.n)
-        .zip(partials.par_chunks_mut(nchunks * len))
-        .for_each(|(gm, pm)| {
-            let (sum, rest) = pm.split_at_mut(len);
-            for part in rest.chunks_exact(len) {
-                sum.iter_mut().zip(part).for_each(|(s, &v)| *s += v);
-            }
-            let (sw, sb) = sum.split_at(wlen);
-            let torch = &mut gm[c.weight..][..wlen];
+papa_cpu::multiversion! {
+    /// `y = conv(x) + bias` for every member; first refreshes `weights`
+    /// ([`Conv::weights_len`] floats), the engine-order copy that [`backward`] reuses.
+    #[isa(c.isa)]
+    pub(crate) fn forward(x: &[f32], y: &mut [f32], params: &[f32], weights: &mut [f32], c: Conv) {
+        let (fin, wlen) = (c.fin(), c.wlen());
+        for (m, wm) in weights.chunks_exact_mut(2 * wlen).enumerate().take(c.p) {
+            let (w, wt) = wm.split_at_mut(wlen);
+            let torch = &params[m * c.n + c.weight..][..wlen];
             for co in 0..c.cout {
                 for ci in 0..c.cin {
                     for tap in 0..9 {
-                        torch[(co * c.cin + ci) * 9 + tap] = sw[(tap * c.cin + ci) * c.cout + co];
+                        let v = torch[(co * c.cin + ci) * 9 + tap];
+                        w[co * fin + tap * c.cin + ci] = v;
+                        wt[(tap * c.cin + ci) * c.cout + co] = v;
                     }
                 }
             }
-            gm[c.bias..][..c.cout].copy_from_slice(sb);
+        }
+        let weights = &*weights;
+        let (in_len, out_len) = (c.h * c.w * c.cin, c.h * c.w * c.cout);
+        par_samples(y, c.p, c.b, out_len, |m, s, out| {
+            let bias = &params[m * c.n + c.bias..][..c.cout];
+            let wt = c.member_weights(weights, m).1;
+            let xs = &x[(m * c.b + s.start) * in_len..][..s.len() * in_len];
+            match c.cin {
+                1 => return direct_forward::<9>(xs, out, wt, bias, c),
+                2 => return direct_forward::<18>(xs, out, wt, bias, c),
+                3 => return direct_forward::<27>(xs, out, wt, bias, c),
+                _ => {}
+            }
+            fill_rows(out, bias);
+            let wt = Mat::rows(wt, fin, c.cout);
+            COLUMNS.with_borrow_mut(|[col, _, padded]| {
+                let groups = xs.chunks(c.group() * in_len);
+                for (xg, yg) in groups.zip(out.chunks_mut(c.group() * out_len)) {
+                    let r = yg.len() / c.cout;
+                    col.resize(r * fin, 0.0);
+                    im2col(xg, col, padded, c);
+                    matmul(c.isa, yg, c.cout, Mat::rows(col, r, fin), wt, true);
+                }
+            });
         });
+    }
+}
+
+papa_cpu::multiversion! {
+    /// Weight and bias gradients into `grads` (PyTorch's order), and the input gradient when
+    /// `din` is given, from the output gradient `dy` and the forward's input `x` and `weights`.
+    /// Each (member, chunk) task accumulates its partial sums in `partials` (`P x chunks x
+    /// cout * (9 cin + 1)`), added in chunk order afterwards.
+    #[isa(c.isa)]
+    pub(crate) fn backward(
+        x: &[f32],
+        dy: &[f32],
+        din: Option<&mut [f32]>,
+        buffers: (&[f32], &mut [f32]),
+        grads: &mut [f32],
+        c: Conv,
+    ) {
+        let (weights, partials) = buffers;
+        let (wlen, nchunks) = (c.wlen(), chunks(c.b));
+        let len = wlen + c.cout;
+        let (in_len, out_len) = (c.h * c.w * c.cin, c.h * c.w * c.cout);
+        let task = |m: usize, k: usize, part: &mut [f32], di: Option<&mut [f32]>| {
+            let first = m * c.b + k * CHUNK;
+            let samples = CHUNK.min(c.b - k * CHUNK);
+            let xs = &x[first * in_len..][..samples * in_len];
+            let dys = &dy[first * out_len..][..samples * out_len];
+            let (w, wt) = c.member_weights(weights, m);
+            let (pw, pb) = part.split_at_mut(wlen);
+            pb.fill(0.0);
+            for row in dys.chunks_exact(c.cout) {
+                pb.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+            }
+            match c.cin {
+                1 => direct_backward::<9>(xs, dys, di, wt, pw, c),
+                2 => direct_backward::<18>(xs, dys, di, wt, pw, c),
+                3 => direct_backward::<27>(xs, dys, di, wt, pw, c),
+                _ => gemm_backward(xs, dys, di, w, pw, c),
+            }
+        };
+        let partials = &mut partials[..c.p * nchunks * len];
+        match din {
+            Some(din) => din[..c.p * c.b * in_len]
+                .par_chunks_mut(c.b * in_len)
+                .zip(partials.par_chunks_mut(nchunks * len))
+                .enumerate()
+                .for_each(|(m, (dm, pm))| {
+                    dm.par_chunks_mut(CHUNK * in_len)
+                        .zip(pm.par_chunks_mut(len))
+                        .enumerate()
+                        .for_each(|(k, (di, part))| task(m, k, part, Some(di)))
+                }),
+            None => partials
+                .par_chunks_mut(len)
+                .enumerate()
+                .for_each(|(t, part)| task(t / nchunks, t % nchunks, part, None)),
+        }
+        grads
+            .par_chunks_mut(c.n)
+            .zip(partials.par_chunks_mut(nchunks * len))
+            .for_each(|(gm, pm)| {
+                let (sum, rest) = pm.split_at_mut(len);
+                for part in rest.chunks_exact(len) {
+                    sum.iter_mut().zip(part).for_each(|(s, &v)| *s += v);
+                }
+                let (sw, sb) = sum.split_at(wlen);
+                let torch = &mut gm[c.weight..][..wlen];
+                for co in 0..c.cout {
+                    for ci in 0..c.cin {
+                        for tap in 0..9 {
+                            torch[(co * c.cin + ci) * 9 + tap] = sw[(tap * c.cin + ci) * c.cout + co];
+                        }
+                    }
+                }
+                gm[c.bias..][..c.cout].copy_from_slice(sb);
+            });
+    }
 }
 
 /// The gemm path of [`backward`] for one chunk: `pw[tap, cin][cout] = col^T dy` and, with
 /// `din`, `din = col2im(dy w)`, one im2col group at a time.
+#[inline(always)]
 fn gemm_backward(
     xs: &[f32],
     dys: &[f32],
@@ -194,11 +202,11 @@ fn gemm_backward(
                 rs: 1,
                 cs: fin,
             };
-            matmul(pw, c.cout, colt, Mat::rows(dyg, r, c.cout), g > 0);
+            matmul(c.isa, pw, c.cout, colt, Mat::rows(dyg, r, c.cout), g > 0);
             if let Some(din) = din.as_deref_mut() {
                 dcol.resize(r * fin, 0.0);
                 let w = Mat::rows(w, c.cout, fin);
-                matmul(dcol, fin, Mat::rows(dyg, r, c.cout), w, false);
+                matmul(c.isa, dcol, fin, Mat::rows(dyg, r, c.cout), w, false);
                 col2im(dcol, &mut din[g * group * in_len..][..xg.len()], padded, c);
             }
         }
@@ -208,6 +216,7 @@ fn gemm_backward(
 /// `out = conv(xs) + bias` computed directly: per output position, its `K = 9 cin`
 /// inputs gathered once, then 16 output channels at a time in an accumulator that stays in
 /// registers. `K` is a constant so that the inputs stay in registers too.
+#[inline(always)]
 fn direct_forward<const K: usize>(xs: &[f32], out: &mut [f32], wt: &[f32], bias: &[f32], c: Conv) {
     COLUMNS.with_borrow_mut(|[_, _, buf]| {
         let cout = c.cout;
@@ -320,6 +329,7 @@ impl<'a> Padded<'a> {
 /// input gradient. The weight gradient runs 16 output channels at a time over every position,
 /// its `K x 16` sums held in registers (summed in position order, as a gemm over the chunk
 /// would).
+#[inline(always)]
 fn direct_backward<const K: usize>(
     xs: &[f32],
     dys: &[f32],
@@ -378,6 +388,7 @@ fn direct_backward<const K: usize>(
 
 /// `col[(s, y, x), (tap, ci)] = input[s, y + ky - 1, x + kx - 1, ci]` (0 outside), with
 /// `tap = ky * 3 + kx`: the rows of the conv for the samples of `input` (`buf`: scratch).
+#[inline(always)]
 fn im2col(input: &[f32], col: &mut [f32], buf: &mut Vec<f32>, c: Conv) {
     let padded = Padded::copy_of(buf, input, c);
     let fin = c.fin();
@@ -387,6 +398,7 @@ fn im2col(input: &[f32], col: &mut [f32], buf: &mut Vec<f32>, c: Conv) {
 }
 
 /// The adjoint of [`im2col`]: sums the column gradients back onto the input positions.
+#[inline(always)]
 fn col2im(col: &[f32], dinput: &mut [f32], buf: &mut Vec<f32>, c: Conv) {
     let mut padded = Padded::zeros(buf, dinput.len() / (c.h * c.w * c.cin), c);
     let fin = c.fin();

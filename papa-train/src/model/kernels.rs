@@ -2,6 +2,7 @@
 //! (`sample x H x W x C`): per-channel reductions stream along rows, and a conv is a gemm
 //! over rows `(sample, y, x)` (see `conv`).
 
+use papa_cpu::Isa;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -13,13 +14,29 @@ pub(crate) const CHUNK: usize = 16;
 pub(crate) const ROW_BLOCK: usize = 64;
 
 /// A layer's shape (`L`) in a population of `p` members, `b` samples each, `n` parameters
-/// per member: what a layer's kernels are given. Derefs to the layer.
+/// per member, and the path its gemms run on: what a layer's kernels are given. Derefs to
+/// the layer.
 #[derive(Clone, Copy)]
 pub(crate) struct Batched<L> {
     pub p: usize,
     pub b: usize,
     pub n: usize,
+    pub isa: Isa,
     pub layer: L,
+}
+
+impl Batched<()> {
+    /// These sizes and path for `layer`.
+    pub fn of<L>(self, layer: L) -> Batched<L> {
+        let Batched { p, b, n, isa, .. } = self;
+        Batched {
+            p,
+            b,
+            n,
+            isa,
+            layer,
+        }
+    }
 }
 
 impl<L> std::ops::Deref for Batched<L> {
@@ -72,7 +89,11 @@ impl<'a> Mat<'a> {
 
 /// `dst (row-major, m x n, leading dimension ld) = [dst +] lhs * rhs`, single-threaded so
 /// that the parallelism (and hence the summation order) is decided by the caller.
-pub(crate) fn matmul(dst: &mut [f32], ld: usize, lhs: Mat, rhs: Mat, accumulate: bool) {
+///
+/// [`Isa::Avx512`] runs this crate's AVX-512 kernel; every other path runs the `gemm` crate
+/// (which picks its own AVX2/FMA or SSE kernels at run time). The two sum in different
+/// orders: results agree to rounding, not bit for bit.
+pub(crate) fn matmul(isa: Isa, dst: &mut [f32], ld: usize, lhs: Mat, rhs: Mat, accumulate: bool) {
     let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
     // Bounds are checked here once so that the kernels below stay in range.
     assert!(lhs.fits() && rhs.fits() && rhs.rows == k && n <= ld);
@@ -80,9 +101,13 @@ pub(crate) fn matmul(dst: &mut [f32], ld: usize, lhs: Mat, rhs: Mat, accumulate:
     if m == 0 || n == 0 {
         return;
     }
-    #[cfg(target_feature = "avx512f")]
-    avx512::matmul(dst, ld, lhs, rhs, accumulate);
-    #[cfg(not(target_feature = "avx512f"))]
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && isa.is_supported() {
+        // SAFETY: the CPU has AVX-512F (checked just now); the bounds were checked above.
+        return unsafe { avx512::matmul(dst, ld, lhs, rhs, accumulate) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     // SAFETY: every index gemm touches was checked to lie inside the three slices above,
     // and `dst` is borrowed mutably so it aliases neither input.
     unsafe {
@@ -115,8 +140,9 @@ pub(crate) fn matmul(dst: &mut [f32], ld: usize, lhs: Mat, rhs: Mat, accumulate:
 /// columns; the left one is read in place (row-major and transposed operands both stream
 /// well). Blocking depends only on the shape, so every output is summed in the same order
 /// on every call of the same shape.
-#[cfg(target_feature = "avx512f")]
-// Only builds for an AVX-512 target compile this module (the intrinsics need Rust 1.89).
+/// Compiled on every x86-64 build (the AVX-512 intrinsics need Rust 1.89) and called only
+/// where the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::Mat;
     use std::arch::x86_64::*;
@@ -130,6 +156,7 @@ mod avx512 {
         static PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     }
 
+    #[target_feature(enable = "avx512f")]
     pub(super) fn matmul(dst: &mut [f32], ld: usize, lhs: Mat, rhs: Mat, accumulate: bool) {
         // The tile width that wastes the fewest padded columns; 24 accumulators each.
         match rhs.cols {
@@ -141,6 +168,7 @@ mod avx512 {
         }
     }
 
+    #[target_feature(enable = "avx512f")]
     fn blocked<const MR: usize, const NV: usize>(
         dst: &mut [f32],
         ld: usize,
@@ -198,7 +226,8 @@ mod avx512 {
 
     /// `dst[rows, cols] (+)= lhs[rows, k0..k0 + kc] * panel`, each output summed in `k` order.
     #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
     fn tile<const MR: usize, const NV: usize>(
         dst: &mut [f32],
         ld: usize,
@@ -215,7 +244,7 @@ mod avx512 {
         assert!(bp.len() >= 16 * NV * kc && a_last < lhs.data.len());
         assert!((i0 + rows - 1) * ld + j0 + cols <= dst.len());
         let a = lhs.data.as_ptr();
-        // SAFETY: AVX-512F is enabled for the whole build (this module only exists then).
+        // SAFETY: AVX-512F is enabled for this function (its callers checked the CPU).
         // Reads of `lhs` are at `offs[r] + kk * cs` with `kk < k0 + kc`, at most `a_last`;
         // reads of `bp` are below `16 * NV * kc`; both were checked above. Stores go to rows
         // `i0..i0 + rows` and columns `j0..j0 + cols` of `dst` (masked to `cols`), also
@@ -311,6 +340,7 @@ pub(crate) fn elementwise(y: &mut [f32], x: &[f32], f: impl Fn(&mut f32, f32)) {
 }
 
 /// Copies `row` into every row of `out` (a bias before a gemm accumulates onto it).
+#[inline(always)]
 pub(crate) fn fill_rows(out: &mut [f32], row: &[f32]) {
     for o in out.chunks_exact_mut(row.len()) {
         elementwise(o, row, |o, v| *o = v);
@@ -325,6 +355,7 @@ pub(crate) fn chunks(batch: usize) -> usize {
 /// Calls `f(window, out_index)` for each 2x2 window of a channel-last image: `window` holds
 /// the offsets of its four channel vectors (row-major in the window), `out_index` the offset
 /// of the output channel vector.
+#[inline(always)]
 fn pool_windows(c: usize, h: usize, w: usize, mut f: impl FnMut([usize; 4], usize)) {
     let (oh, ow) = (h / 2, w / 2);
     for y in 0..oh {
@@ -350,6 +381,7 @@ fn first_max(v: [f32; 4]) -> (f32, usize) {
 }
 
 /// 2x2, stride-2 max pooling of channel-last samples.
+#[inline(always)]
 pub(crate) fn maxpool(input: &[f32], out: &mut [f32], c: usize, h: usize, w: usize) {
     let per_out = c * (h / 2) * (w / 2);
     for (img, o) in input
@@ -371,6 +403,7 @@ pub(crate) fn maxpool(input: &[f32], out: &mut [f32], c: usize, h: usize, w: usi
 /// Gradient of [`maxpool`]: each output gradient goes to the position that won the window
 /// (nowhere when `relu_mask` and the winner is not positive: the gradient of a ReLU that
 /// produced `input`).
+#[inline(always)]
 pub(crate) fn maxpool_backward(
     input: &[f32],
     dout: &[f32],
@@ -433,6 +466,7 @@ pub(crate) fn maxpool_backward(
 
 /// Channel-last `H x W x C` to PyTorch's flat `C x H x W` order, per sample (`inverse`
 /// goes back, for the gradient).
+#[inline(always)]
 pub(crate) fn flatten(src: &[f32], dst: &mut [f32], c: usize, hw: usize, inverse: bool) {
     let per = c * hw;
     for (s, d) in src.chunks_exact(per).zip(dst.chunks_exact_mut(per)) {

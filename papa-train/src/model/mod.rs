@@ -82,6 +82,9 @@ pub enum Error {
     /// `backward` was called without a preceding forward (each forward allows one backward).
     #[error("backward needs a preceding forward of the same network")]
     NoForward,
+    /// The CPU cannot run the path asked for.
+    #[error(transparent)]
+    Isa(#[from] papa_cpu::IsaError),
     /// A repairable layer index was out of range.
     #[error("no repairable layer {0}")]
     NoSuchLayer(usize),

@@ -8,6 +8,7 @@ use super::kernels::{
 use super::ModelSpec;
 use super::{Error, BN_EPS, BN_MOMENTUM};
 use papa_core::LengthMismatch;
+use papa_cpu::Isa;
 use papa_model::plan::{ConvLayer, LinearLayer, Op};
 use rayon::prelude::*;
 
@@ -100,11 +101,26 @@ pub struct Network {
     pending: Option<Mode>,
     /// Running-statistics momentum; `None` is PyTorch's cumulative average.
     momentum: Option<f32>,
+    /// The path the gemms run on.
+    isa: Isa,
 }
 
 impl Network {
-    /// Allocates the workspace for `population` members and up to `batch` samples each.
+    /// Allocates the workspace for `population` members and up to `batch` samples each, on
+    /// the fastest path this CPU has ([`Isa::detect`]).
     pub fn new(spec: &ModelSpec, population: usize, batch: usize) -> Result<Self, Error> {
+        Self::with_isa(spec, population, batch, Isa::detect())
+    }
+
+    /// [`Network::new`] on the path `isa`; an error if this CPU cannot run it. Paths agree
+    /// to rounding; each gives the same bits on every call and thread count.
+    pub fn with_isa(
+        spec: &ModelSpec,
+        population: usize,
+        batch: usize,
+        isa: Isa,
+    ) -> Result<Self, Error> {
+        let isa = isa.checked()?;
         if population == 0 || batch == 0 {
             return Err(Error::Empty { population, batch });
         }
@@ -191,6 +207,7 @@ impl Network {
             batch: 0,
             pending: None,
             momentum: Some(BN_MOMENTUM),
+            isa,
         })
     }
 
@@ -200,6 +217,11 @@ impl Network {
     /// statistics from reset running statistics and counters.
     pub fn set_bn_momentum(&mut self, momentum: Option<f32>) {
         self.momentum = momentum;
+    }
+
+    /// The path its gemms run on.
+    pub fn isa(&self) -> Isa {
+        self.isa
     }
 
     /// The model this network runs.
@@ -311,7 +333,14 @@ impl Network {
         });
         for step in &mut self.steps {
             let (x, y) = io(&mut self.acts, step.input, step.output);
-            forward_step(step, x, y, params, &mut self.partials, p, b, n, mode);
+            let dims = Batched {
+                p,
+                b,
+                n,
+                isa: self.isa,
+                layer: (),
+            };
+            forward_step(step, x, y, params, &mut self.partials, dims, mode);
         }
         self.pending = Some(mode);
         Ok(())
@@ -346,6 +375,11 @@ impl Network {
         }
     }
 
+    /// The parameter gradients of the last backward (`P x N`; zeros before any).
+    pub fn gradients(&self) -> &[f32] {
+        &self.param_grads
+    }
+
     /// Backward pass of the last forward; returns the parameter gradients, `P x N` (zero
     /// for running statistics and counters). `dlogits` is `P x B x classes`.
     ///
@@ -371,9 +405,13 @@ impl Network {
                 grads: &mut self.param_grads,
                 partials: &mut self.partials,
                 conv_partials: &mut self.conv_partials,
-                p,
-                b,
-                n,
+                dims: Batched {
+                    p,
+                    b,
+                    n,
+                    isa: self.isa,
+                    layer: (),
+                },
             };
             // The first layer's input gradient is never needed.
             let din = (i > 0).then_some(&mut din[..]);
@@ -417,106 +455,108 @@ fn io(acts: &mut [Vec<f32>], input: usize, output: usize) -> (&[f32], &mut [f32]
     (&lo[input], &mut hi[0])
 }
 
-#[allow(clippy::too_many_arguments)]
-fn forward_step(
-    step: &mut Step,
-    x: &[f32],
-    y: &mut [f32],
-    params: &[f32],
-    partials: &mut [f64],
-    p: usize,
-    b: usize,
-    n: usize,
-    mode: Mode,
-) {
-    let (in_len, out_len) = (step.op.in_len(), step.op.out_len());
-    let sample_in =
-        |m: usize, s: &std::ops::Range<usize>| &x[(m * b + s.start) * in_len..][..s.len() * in_len];
-    match step.op {
-        Op::Conv(layer) => conv::forward(x, y, params, &mut step.weights, Conv { p, b, n, layer }),
-        Op::Linear(layer) => dense_forward(x, y, params, Dense { p, b, n, layer }),
-        Op::BatchNorm {
-            c,
-            spatial,
-            scale,
-            shift,
-            mean,
-            var,
-            ..
-        } => {
-            let (nmean, ninv) = step.norm.split_at_mut(p * c);
-            match mode {
-                Mode::Train => {
-                    let (bmean, bvar) = step.stats.split_at_mut(p * c);
-                    let rows = (b * spatial) as f64;
-                    // Sums and sums of squares in one pass; in f64 the cancellation in
-                    // `E[x^2] - E[x]^2` costs nothing at f32 precision.
-                    channel_sums(partials, p, b, 2 * c, |m, s, acc| {
-                        let (sum, sq) = acc.split_at_mut(c);
-                        for row in sample_in(m, &s).chunks_exact(c) {
-                            for ((a, q), &v) in sum.iter_mut().zip(sq.iter_mut()).zip(row) {
-                                let v = v as f64;
-                                *a += v;
-                                *q += v * v;
+papa_cpu::multiversion! {
+    #[isa(dims.isa)]
+    #[allow(clippy::too_many_arguments)]
+    fn forward_step(
+        step: &mut Step,
+        x: &[f32],
+        y: &mut [f32],
+        params: &[f32],
+        partials: &mut [f64],
+        dims: Batched<()>,
+        mode: Mode,
+    ) {
+        let Batched { p, b, n, .. } = dims;
+        let (in_len, out_len) = (step.op.in_len(), step.op.out_len());
+        let sample_in =
+            |m: usize, s: &std::ops::Range<usize>| &x[(m * b + s.start) * in_len..][..s.len() * in_len];
+        match step.op {
+            Op::Conv(layer) => conv::forward(x, y, params, &mut step.weights, dims.of(layer)),
+            Op::Linear(layer) => dense_forward(x, y, params, dims.of(layer)),
+            Op::BatchNorm {
+                c,
+                spatial,
+                scale,
+                shift,
+                mean,
+                var,
+                ..
+            } => {
+                let (nmean, ninv) = step.norm.split_at_mut(p * c);
+                match mode {
+                    Mode::Train => {
+                        let (bmean, bvar) = step.stats.split_at_mut(p * c);
+                        let rows = (b * spatial) as f64;
+                        // Sums and sums of squares in one pass; in f64 the cancellation in
+                        // `E[x^2] - E[x]^2` costs nothing at f32 precision.
+                        channel_sums(partials, p, b, 2 * c, |m, s, acc| {
+                            let (sum, sq) = acc.split_at_mut(c);
+                            for row in sample_in(m, &s).chunks_exact(c) {
+                                for ((a, q), &v) in sum.iter_mut().zip(sq.iter_mut()).zip(row) {
+                                    let v = v as f64;
+                                    *a += v;
+                                    *q += v * v;
+                                }
+                            }
+                        });
+                        reduce_chunks(partials, p, b, 2 * c, |m, ch, sum| {
+                            if ch < c {
+                                bmean[m * c + ch] = sum / rows;
+                            } else {
+                                bvar[m * c + ch - c] = sum / rows;
+                            }
+                        });
+                        for (v, &u) in bvar.iter_mut().zip(&*bmean) {
+                            *v = (*v - u * u).max(0.0);
+                        }
+                        for i in 0..p * c {
+                            nmean[i] = bmean[i] as f32;
+                            ninv[i] = (1.0 / (bvar[i] + BN_EPS as f64).sqrt()) as f32;
+                        }
+                    }
+                    Mode::Eval => {
+                        for m in 0..p {
+                            for ch in 0..c {
+                                nmean[m * c + ch] = params[m * n + mean + ch];
+                                ninv[m * c + ch] = 1.0 / (params[m * n + var + ch] + BN_EPS).sqrt();
                             }
                         }
-                    });
-                    reduce_chunks(partials, p, b, 2 * c, |m, ch, sum| {
-                        if ch < c {
-                            bmean[m * c + ch] = sum / rows;
-                        } else {
-                            bvar[m * c + ch - c] = sum / rows;
-                        }
-                    });
-                    for (v, &u) in bvar.iter_mut().zip(&*bmean) {
-                        *v = (*v - u * u).max(0.0);
-                    }
-                    for i in 0..p * c {
-                        nmean[i] = bmean[i] as f32;
-                        ninv[i] = (1.0 / (bvar[i] + BN_EPS as f64).sqrt()) as f32;
                     }
                 }
-                Mode::Eval => {
-                    for m in 0..p {
+                let (nmean, ninv) = (&*nmean, &*ninv);
+                let relu = step.fused_relu;
+                par_samples(y, p, b, out_len, |m, s, out| {
+                    let (mu, inv) = (&nmean[m * c..][..c], &ninv[m * c..][..c]);
+                    let (gamma, beta) = (&params[m * n + scale..][..c], &params[m * n + shift..][..c]);
+                    for (o, xr) in out
+                        .chunks_exact_mut(c)
+                        .zip(sample_in(m, &s).chunks_exact(c))
+                    {
                         for ch in 0..c {
-                            nmean[m * c + ch] = params[m * n + mean + ch];
-                            ninv[m * c + ch] = 1.0 / (params[m * n + var + ch] + BN_EPS).sqrt();
+                            let v = (xr[ch] - mu[ch]) * inv[ch] * gamma[ch] + beta[ch];
+                            o[ch] = if relu { v.max(0.0) } else { v };
                         }
                     }
-                }
+                });
             }
-            let (nmean, ninv) = (&*nmean, &*ninv);
-            let relu = step.fused_relu;
-            par_samples(y, p, b, out_len, |m, s, out| {
-                let (mu, inv) = (&nmean[m * c..][..c], &ninv[m * c..][..c]);
-                let (gamma, beta) = (&params[m * n + scale..][..c], &params[m * n + shift..][..c]);
-                for (o, xr) in out
-                    .chunks_exact_mut(c)
-                    .zip(sample_in(m, &s).chunks_exact(c))
-                {
-                    for ch in 0..c {
-                        let v = (xr[ch] - mu[ch]) * inv[ch] * gamma[ch] + beta[ch];
-                        o[ch] = if relu { v.max(0.0) } else { v };
-                    }
-                }
-            });
-        }
-        Op::Relu { .. } if step.fused_relu => {}
-        Op::Relu { len } => {
-            y[..p * b * len]
-                .par_chunks_mut(1 << 14)
-                .zip(x[..p * b * len].par_chunks(1 << 14))
-                .for_each(|(o, i)| o.iter_mut().zip(i).for_each(|(o, &v)| *o = v.max(0.0)));
-        }
-        Op::MaxPool { c, h, w, .. } => {
-            par_samples(y, p, b, out_len, |m, s, out| {
-                kernels::maxpool(sample_in(m, &s), out, c, h, w)
-            });
-        }
-        Op::Flatten { c, h, w } => {
-            par_samples(y, p, b, out_len, |m, s, out| {
-                kernels::flatten(sample_in(m, &s), out, c, h * w, false)
-            });
+            Op::Relu { .. } if step.fused_relu => {}
+            Op::Relu { len } => {
+                y[..p * b * len]
+                    .par_chunks_mut(1 << 14)
+                    .zip(x[..p * b * len].par_chunks(1 << 14))
+                    .for_each(|(o, i)| o.iter_mut().zip(i).for_each(|(o, &v)| *o = v.max(0.0)));
+            }
+            Op::MaxPool { c, h, w, .. } => {
+                par_samples(y, p, b, out_len, |m, s, out| {
+                    kernels::maxpool(sample_in(m, &s), out, c, h, w)
+                });
+            }
+            Op::Flatten { c, h, w } => {
+                par_samples(y, p, b, out_len, |m, s, out| {
+                    kernels::flatten(sample_in(m, &s), out, c, h * w, false)
+                });
+            }
         }
     }
 }
@@ -527,224 +567,236 @@ struct Ctx<'a> {
     grads: &'a mut [f32],
     partials: &'a mut [f64],
     conv_partials: &'a mut [f32],
-    p: usize,
-    b: usize,
-    n: usize,
+    dims: Batched<()>,
 }
 
-/// Backward of one step: reads `dout`, writes the parameter gradients and, when `din` is
-/// given, the input gradient. Returns whether the gradient moved to `din` (false when it
-/// was updated in place in `dout`).
-fn backward_step(
-    step: &mut Step,
-    acts: &[Vec<f32>],
-    dout: &mut [f32],
-    din: Option<&mut [f32]>,
-    ctx: Ctx,
-    mode: Mode,
-) -> bool {
-    let Ctx {
-        params,
-        grads,
-        partials,
-        conv_partials,
-        p,
-        b,
-        n,
-    } = ctx;
-    let (x, y) = (&acts[step.input], &acts[step.output]);
-    let (in_len, out_len) = (step.op.in_len(), step.op.out_len());
-    let sample_out = |m: usize, s: &std::ops::Range<usize>| {
-        &dout[(m * b + s.start) * out_len..][..s.len() * out_len]
-    };
-    match step.op {
-        Op::Relu { .. } if step.pool_masks_relu => return false,
-        Op::Relu { len } => {
-            let len = p * b * len;
-            dout[..len]
-                .par_chunks_mut(1 << 14)
-                .zip(y[..len].par_chunks(1 << 14))
-                .for_each(|(g, y)| {
-                    // A select rather than a branch: the sign pattern is random.
-                    g.iter_mut()
-                        .zip(y)
-                        .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 })
-                });
-            return false;
-        }
-        Op::Conv(layer) => conv::backward(
-            x,
-            dout,
-            din,
-            (&step.weights, conv_partials),
+papa_cpu::multiversion! {
+    /// Backward of one step: reads `dout`, writes the parameter gradients and, when `din` is
+    /// given, the input gradient. Returns whether the gradient moved to `din` (false when it
+    /// was updated in place in `dout`).
+    #[isa(ctx.dims.isa)]
+    fn backward_step(
+        step: &mut Step,
+        acts: &[Vec<f32>],
+        dout: &mut [f32],
+        din: Option<&mut [f32]>,
+        ctx: Ctx,
+        mode: Mode,
+    ) -> bool {
+        let Ctx {
+            params,
             grads,
-            Conv { p, b, n, layer },
-        ),
-        Op::Linear(layer) => {
-            let d = Dense { p, b, n, layer };
-            dense_weight_grads(x, dout, grads, d);
-            if let Some(din) = din {
-                dense_input_grads(dout, din, params, d);
+            partials,
+            conv_partials,
+            dims,
+        } = ctx;
+        let Batched { p, b, n, .. } = dims;
+        let (x, y) = (&acts[step.input], &acts[step.output]);
+        let (in_len, out_len) = (step.op.in_len(), step.op.out_len());
+        let sample_out = |m: usize, s: &std::ops::Range<usize>| {
+            &dout[(m * b + s.start) * out_len..][..s.len() * out_len]
+        };
+        match step.op {
+            Op::Relu { .. } if step.pool_masks_relu => return false,
+            Op::Relu { len } => {
+                let len = p * b * len;
+                dout[..len]
+                    .par_chunks_mut(1 << 14)
+                    .zip(y[..len].par_chunks(1 << 14))
+                    .for_each(|(g, y)| {
+                        // A select rather than a branch: the sign pattern is random.
+                        g.iter_mut()
+                            .zip(y)
+                            .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 })
+                    });
+                return false;
             }
-        }
-        Op::BatchNorm {
-            c,
-            spatial,
-            scale,
-            shift,
-            ..
-        } => {
-            let (nmean, ninv) = step.norm.split_at(p * c);
-            let sample_in = |m: usize, s: &std::ops::Range<usize>| {
-                &x[(m * b + s.start) * in_len..][..s.len() * in_len]
-            };
-            // Partial sums of dy and dy * xhat per (member, chunk, channel).
-            channel_sums(partials, p, b, 2 * c, |m, s, acc| {
-                let (mu, inv) = (&nmean[m * c..][..c], &ninv[m * c..][..c]);
-                for (xr, gr) in sample_in(m, &s)
-                    .chunks_exact(c)
-                    .zip(sample_out(m, &s).chunks_exact(c))
-                {
-                    for ch in 0..c {
-                        let xhat = (xr[ch] - mu[ch]) * inv[ch];
-                        acc[ch] += gr[ch] as f64;
-                        acc[c + ch] += (gr[ch] * xhat) as f64;
-                    }
+            Op::Conv(layer) => conv::backward(
+                x,
+                dout,
+                din,
+                (&step.weights, conv_partials),
+                grads,
+                dims.of(layer),
+            ),
+            Op::Linear(layer) => {
+                let d = dims.of(layer);
+                dense_weight_grads(x, dout, grads, d);
+                if let Some(din) = din {
+                    dense_input_grads(dout, din, params, d);
                 }
-            });
-            reduce_chunks(partials, p, b, 2 * c, |m, ch, sum| {
-                let at = if ch < c { shift + ch } else { scale + ch - c };
-                grads[m * n + at] = sum as f32;
-            });
-            if let Some(din) = din {
-                let grads = &*grads;
-                let rows = (b * spatial) as f32;
-                par_samples(din, p, b, in_len, |m, s, di| {
+            }
+            Op::BatchNorm {
+                c,
+                spatial,
+                scale,
+                shift,
+                ..
+            } => {
+                let (nmean, ninv) = step.norm.split_at(p * c);
+                let sample_in = |m: usize, s: &std::ops::Range<usize>| {
+                    &x[(m * b + s.start) * in_len..][..s.len() * in_len]
+                };
+                // Partial sums of dy and dy * xhat per (member, chunk, channel).
+                channel_sums(partials, p, b, 2 * c, |m, s, acc| {
                     let (mu, inv) = (&nmean[m * c..][..c], &ninv[m * c..][..c]);
-                    let gamma = &params[m * n + scale..][..c];
-                    let (dbeta, dgamma) =
-                        (&grads[m * n + shift..][..c], &grads[m * n + scale..][..c]);
-                    let rows_in = sample_in(m, &s)
+                    for (xr, gr) in sample_in(m, &s)
                         .chunks_exact(c)
-                        .zip(sample_out(m, &s).chunks_exact(c));
-                    for (dr, (xr, gr)) in di.chunks_exact_mut(c).zip(rows_in) {
+                        .zip(sample_out(m, &s).chunks_exact(c))
+                    {
                         for ch in 0..c {
-                            let k = gamma[ch] * inv[ch];
-                            dr[ch] = match mode {
-                                Mode::Train => {
-                                    let xhat = (xr[ch] - mu[ch]) * inv[ch];
-                                    k * (gr[ch] - dbeta[ch] / rows - xhat * dgamma[ch] / rows)
-                                }
-                                Mode::Eval => k * gr[ch],
-                            };
+                            let xhat = (xr[ch] - mu[ch]) * inv[ch];
+                            acc[ch] += gr[ch] as f64;
+                            acc[c + ch] += (gr[ch] * xhat) as f64;
                         }
                     }
                 });
-            }
-        }
-        Op::MaxPool { c, h, w, .. } => {
-            if let Some(din) = din {
-                par_samples(din, p, b, in_len, |m, s, di| {
-                    kernels::maxpool_backward(
-                        &x[(m * b + s.start) * in_len..][..s.len() * in_len],
-                        sample_out(m, &s),
-                        di,
-                        (c, h, w),
-                        step.pool_masks_relu,
-                    )
+                reduce_chunks(partials, p, b, 2 * c, |m, ch, sum| {
+                    let at = if ch < c { shift + ch } else { scale + ch - c };
+                    grads[m * n + at] = sum as f32;
                 });
+                if let Some(din) = din {
+                    let grads = &*grads;
+                    let rows = (b * spatial) as f32;
+                    par_samples(din, p, b, in_len, |m, s, di| {
+                        let (mu, inv) = (&nmean[m * c..][..c], &ninv[m * c..][..c]);
+                        let gamma = &params[m * n + scale..][..c];
+                        let (dbeta, dgamma) =
+                            (&grads[m * n + shift..][..c], &grads[m * n + scale..][..c]);
+                        let rows_in = sample_in(m, &s)
+                            .chunks_exact(c)
+                            .zip(sample_out(m, &s).chunks_exact(c));
+                        for (dr, (xr, gr)) in di.chunks_exact_mut(c).zip(rows_in) {
+                            for ch in 0..c {
+                                let k = gamma[ch] * inv[ch];
+                                dr[ch] = match mode {
+                                    Mode::Train => {
+                                        let xhat = (xr[ch] - mu[ch]) * inv[ch];
+                                        k * (gr[ch] - dbeta[ch] / rows - xhat * dgamma[ch] / rows)
+                                    }
+                                    Mode::Eval => k * gr[ch],
+                                };
+                            }
+                        }
+                    });
+                }
+            }
+            Op::MaxPool { c, h, w, .. } => {
+                if let Some(din) = din {
+                    par_samples(din, p, b, in_len, |m, s, di| {
+                        kernels::maxpool_backward(
+                            &x[(m * b + s.start) * in_len..][..s.len() * in_len],
+                            sample_out(m, &s),
+                            di,
+                            (c, h, w),
+                            step.pool_masks_relu,
+                        )
+                    });
+                }
+            }
+            Op::Flatten { c, h, w } => {
+                if let Some(din) = din {
+                    par_samples(din, p, b, in_len, |m, s, di| {
+                        kernels::flatten(sample_out(m, &s), di, c, h * w, true)
+                    });
+                }
             }
         }
-        Op::Flatten { c, h, w } => {
-            if let Some(din) = din {
-                par_samples(din, p, b, in_len, |m, s, di| {
-                    kernels::flatten(sample_out(m, &s), di, c, h * w, true)
-                });
-            }
-        }
+        true
     }
-    true
 }
 
 /// A linear layer in a population (derefs to its [`LinearLayer`]).
 type Dense = Batched<LinearLayer>;
 
-/// `y[s, fout] = x[s, fin] * W^T + bias`, per (member, block of samples).
-fn dense_forward(x: &[f32], y: &mut [f32], params: &[f32], d: Dense) {
-    let (b, n, fin, fout, weight, bias) = (d.b, d.n, d.fin, d.fout, d.weight, d.bias);
-    par_sample_blocks(y, (d.p, b, fout), ROW_BLOCK, |m, s, out| {
-        let member = &params[m * n..][..n];
-        fill_rows(out, &member[bias..bias + fout]);
-        let xr = &x[(m * b + s.start) * fin..][..s.len() * fin];
-        matmul(
-            out,
-            fout,
-            Mat::rows(xr, s.len(), fin),
-            Mat::transposed(&member[weight..weight + fout * fin], fin, fout, fin),
-            true,
-        );
-    });
-}
-
-/// Linear weight and bias gradients, `dW = dy^T x` and `db = sum of dy rows`: each member
-/// one gemm over its whole batch, split over fixed blocks of output rows (a linear weight
-/// can be large, so per-chunk partials as for a conv would cost memory, and the batch is a
-/// short `k`).
-fn dense_weight_grads(x: &[f32], dy: &[f32], grads: &mut [f32], d: Dense) {
-    let (b, n, fin, fout, weight, bias) = (d.b, d.n, d.fin, d.fout, d.weight, d.bias);
-    grads
-        .par_chunks_mut(n)
-        .take(d.p)
-        .enumerate()
-        .for_each(|(m, gm)| {
-            // The bias directly follows the weight in every layout this crate builds.
-            let (gw, gb) = gm[weight..bias + fout].split_at_mut(fout * fin);
-            let (dym, xm) = (
-                &dy[m * b * fout..][..b * fout],
-                &x[m * b * fin..][..b * fin],
+papa_cpu::multiversion! {
+    /// `y[s, fout] = x[s, fin] * W^T + bias`, per (member, block of samples).
+    #[isa(d.isa)]
+    fn dense_forward(x: &[f32], y: &mut [f32], params: &[f32], d: Dense) {
+        let (b, n, fin, fout, weight, bias) = (d.b, d.n, d.fin, d.fout, d.weight, d.bias);
+        par_sample_blocks(y, (d.p, b, fout), ROW_BLOCK, |m, s, out| {
+            let member = &params[m * n..][..n];
+            fill_rows(out, &member[bias..bias + fout]);
+            let xr = &x[(m * b + s.start) * fin..][..s.len() * fin];
+            matmul(
+                d.isa,
+                out,
+                fout,
+                Mat::rows(xr, s.len(), fin),
+                Mat::transposed(&member[weight..weight + fout * fin], fin, fout, fin),
+                true,
             );
-            gw.par_chunks_mut(ROW_BLOCK * fin)
-                .zip(gb.par_chunks_mut(ROW_BLOCK))
-                .enumerate()
-                .for_each(|(k, (gw, gb))| {
-                    let o0 = k * ROW_BLOCK;
-                    let lhs = Mat {
-                        data: &dym[o0..],
-                        rows: gb.len(),
-                        cols: b,
-                        rs: 1,
-                        cs: fout,
-                    };
-                    matmul(gw, fin, lhs, Mat::rows(xm, b, fin), false);
-                    let mut acc = [0.0f64; ROW_BLOCK];
-                    for row in dym.chunks_exact(fout) {
-                        acc.iter_mut()
-                            .zip(&row[o0..o0 + gb.len()])
-                            .for_each(|(a, &v)| *a += v as f64);
-                    }
-                    gb.iter_mut().zip(acc).for_each(|(g, a)| *g = a as f32);
-                });
         });
+    }
 }
 
-/// `dx[s, fin] = dy[s, fout] * W`, per (member, block of samples).
-fn dense_input_grads(dy: &[f32], dx: &mut [f32], params: &[f32], d: Dense) {
-    let (b, n, fin, fout, weight) = (d.b, d.n, d.fin, d.fout, d.weight);
-    par_sample_blocks(dx, (d.p, b, fin), ROW_BLOCK, |m, s, out| {
-        let dyr = &dy[(m * b + s.start) * fout..][..s.len() * fout];
-        let wt = &params[m * n + weight..][..fout * fin];
-        matmul(
-            out,
-            fin,
-            Mat::rows(dyr, s.len(), fout),
-            Mat::rows(wt, fout, fin),
-            false,
-        );
-    });
+papa_cpu::multiversion! {
+    /// Linear weight and bias gradients, `dW = dy^T x` and `db = sum of dy rows`: each member
+    /// one gemm over its whole batch, split over fixed blocks of output rows (a linear weight
+    /// can be large, so per-chunk partials as for a conv would cost memory, and the batch is a
+    /// short `k`).
+    #[isa(d.isa)]
+    fn dense_weight_grads(x: &[f32], dy: &[f32], grads: &mut [f32], d: Dense) {
+        let (b, n, fin, fout, weight, bias) = (d.b, d.n, d.fin, d.fout, d.weight, d.bias);
+        grads
+            .par_chunks_mut(n)
+            .take(d.p)
+            .enumerate()
+            .for_each(|(m, gm)| {
+                // The bias directly follows the weight in every layout this crate builds.
+                let (gw, gb) = gm[weight..bias + fout].split_at_mut(fout * fin);
+                let (dym, xm) = (
+                    &dy[m * b * fout..][..b * fout],
+                    &x[m * b * fin..][..b * fin],
+                );
+                gw.par_chunks_mut(ROW_BLOCK * fin)
+                    .zip(gb.par_chunks_mut(ROW_BLOCK))
+                    .enumerate()
+                    .for_each(|(k, (gw, gb))| {
+                        let o0 = k * ROW_BLOCK;
+                        let lhs = Mat {
+                            data: &dym[o0..],
+                            rows: gb.len(),
+                            cols: b,
+                            rs: 1,
+                            cs: fout,
+                        };
+                        matmul(d.isa, gw, fin, lhs, Mat::rows(xm, b, fin), false);
+                        let mut acc = [0.0f64; ROW_BLOCK];
+                        for row in dym.chunks_exact(fout) {
+                            acc.iter_mut()
+                                .zip(&row[o0..o0 + gb.len()])
+                                .for_each(|(a, &v)| *a += v as f64);
+                        }
+                        gb.iter_mut().zip(acc).for_each(|(g, a)| *g = a as f32);
+                    });
+            });
+    }
+}
+
+papa_cpu::multiversion! {
+    /// `dx[s, fin] = dy[s, fout] * W`, per (member, block of samples).
+    #[isa(d.isa)]
+    fn dense_input_grads(dy: &[f32], dx: &mut [f32], params: &[f32], d: Dense) {
+        let (b, n, fin, fout, weight) = (d.b, d.n, d.fin, d.fout, d.weight);
+        par_sample_blocks(dx, (d.p, b, fin), ROW_BLOCK, |m, s, out| {
+            let dyr = &dy[(m * b + s.start) * fout..][..s.len() * fout];
+            let wt = &params[m * n + weight..][..fout * fin];
+            matmul(
+                d.isa,
+                out,
+                fin,
+                Mat::rows(dyr, s.len(), fout),
+                Mat::rows(wt, fout, fin),
+                false,
+            );
+        });
+    }
 }
 
 /// Fills `partials[(m, chunk), 0..width]` in parallel with `f(member, samples, acc)` (acc
 /// zeroed first): per-chunk partial sums, later added in chunk order by [`reduce_chunks`].
+#[inline(always)]
 fn channel_sums(
     partials: &mut [f64],
     p: usize,
@@ -765,6 +817,7 @@ fn channel_sums(
 
 /// Calls `emit(m, j, sum)` with the sum over chunks `k`, in chunk order, of
 /// `partials[(m, k), j]`: the fixed order that makes the result independent of threads.
+#[inline(always)]
 fn reduce_chunks(
     partials: &[f64],
     p: usize,

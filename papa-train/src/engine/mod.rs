@@ -1,0 +1,100 @@
+//! The engine: whoever holds a population and does everything the trainer does to it.
+//!
+//! The trainer never touches parameters except through [`Engine::upload`] and
+//! [`Engine::download`] (checkpoints, export), so an engine may keep its population where it
+//! computes (papa-cuda: on the GPU) and average it there. Two engines implement it here:
+//! [`CpuEngine`] (the population-batched f32 engine, on the CPU path it detects) and
+//! [`Reference`] (plain f64 loops: slow, obviously correct, the conformance suite's
+//! independent reference).
+
+mod cpu;
+mod reference;
+
+pub use cpu::CpuEngine;
+pub use reference::Reference;
+
+use crate::model::{self, Input, Mode, ModelSpec};
+use crate::optim::{OptimError, Sgd};
+use papa_core::rules::Weights;
+
+/// What an engine refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model, a buffer or a batch did not fit.
+    #[error(transparent)]
+    Model(#[from] model::Error),
+    /// A rule of papa-core refused its input.
+    #[error(transparent)]
+    Core(#[from] papa_core::Error),
+    /// The optimizer refused its settings or buffers.
+    #[error(transparent)]
+    Optim(#[from] OptimError),
+    /// `sgd_step` was called without the gradients of a backward pass.
+    #[error("sgd_step needs the gradients of a preceding backward")]
+    NoGradients,
+}
+
+/// A papa-core rule applied to the whole population (and, when asked, to the momentum
+/// buffers with the same rule and no layout: the velocity of a counter is zero).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rule<'a> {
+    /// PAPA gradual: `w_j <- alpha w_j + (1 - alpha) mean` (counters take the max).
+    Gradual {
+        /// The weights of the mean.
+        weights: Weights<'a>,
+        /// Keep factor in `[0, 1]`.
+        alpha: f32,
+    },
+    /// PAPA-all: every member becomes the mean.
+    All {
+        /// The weights of the mean.
+        weights: Weights<'a>,
+    },
+    /// PAPA-2: child `j` becomes the mean of `pairs[j]`, from the old population.
+    Pairs(&'a [(usize, usize)]),
+}
+
+/// How far apart the members are, over their trainable entries only (counters and running
+/// statistics would dominate the norms).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diversity {
+    /// Each member's L2 distance to the uniform mean.
+    pub distance_to_mean: Vec<f64>,
+    /// The mean cosine similarity over distinct pairs (1 for a single member).
+    pub mean_pairwise_cosine: f64,
+}
+
+/// Everything the trainer does to a population of `P` members of `N` floats (PyTorch's
+/// `state_dict` order, running statistics and counters included), each with a momentum
+/// buffer of `N` floats.
+pub trait Engine {
+    /// The model every member is.
+    fn spec(&self) -> &ModelSpec;
+    /// Members P.
+    fn population(&self) -> usize;
+    /// The most samples per member in one forward.
+    fn capacity(&self) -> usize;
+    /// Where the kernels run, as recorded in a run (e.g. `avx512`, `portable`, `f64`).
+    fn path(&self) -> String;
+
+    /// Replaces the population and its momentum with host copies (`P x N` each).
+    fn upload(&mut self, params: &[f32], velocity: &[f32]) -> Result<(), EngineError>;
+    /// Copies the population and its momentum to the host (`P x N` each).
+    fn download(&self, params: &mut [f32], velocity: &mut [f32]) -> Result<(), EngineError>;
+
+    /// Forward pass of every member; the logits, `P x B x classes`. [`Mode::Train`] uses
+    /// batch statistics and updates BatchNorm's running statistics and counters as PyTorch.
+    fn forward(&mut self, input: Input<'_>, mode: Mode) -> Result<&[f32], EngineError>;
+    /// Gradients of the last forward's parameters for the logits' gradient `dlogits`
+    /// (`P x N`, zero for running statistics and counters); kept for [`Engine::sgd_step`].
+    fn backward(&mut self, dlogits: &[f32]) -> Result<&[f32], EngineError>;
+    /// One `torch.optim.SGD` step of the trainable entries with the last gradients.
+    fn sgd_step(&mut self, sgd: &Sgd, lr: f32) -> Result<(), EngineError>;
+
+    /// Applies `rule` to the population, then to the momentum when `momentum`.
+    fn apply(&mut self, rule: Rule<'_>, momentum: bool) -> Result<(), EngineError>;
+    /// The weighted average of the members (a soup), `N` floats on the host.
+    fn average(&self, weights: Weights<'_>) -> Result<Vec<f32>, EngineError>;
+    /// The members' spread over their trainable entries.
+    fn diversity(&self) -> Result<Diversity, EngineError>;
+}

@@ -1,0 +1,490 @@
+//! Population training with PAPA: the loop that turns data into one model.
+//!
+//! Every random choice is a fork of the run seed by purpose, member, epoch and step, so a run
+//! has the same bits on any thread count and resumes exactly from an epoch checkpoint.
+
+mod averaging;
+mod batches;
+mod finish;
+
+use crate::augment::{draw_recipes, AugmentError, Recipe};
+use crate::checkpoint::{load_state, save_state, CheckpointError};
+use crate::config::{Augmentation, ConfigError, Method, TrainConfig};
+use crate::data::{batches_per_epoch, DataError, Splits};
+use crate::engine::{CpuEngine, Engine, EngineError};
+use crate::eval::{accuracy, reestimate_batchnorm, EvalError};
+use crate::model::{self, soft_cross_entropy, Input, Mode, ModelSpec};
+use crate::optim::{LrSchedule, OptimError, Sgd};
+use crate::report::{EpochRecord, MethodResult};
+use averaging::{Averaging, Calibration, MethodAveraging};
+use batches::BatchLoader;
+use papa_core::rng::Rng;
+use papa_core::rules::Weights;
+use papa_cpu::Isa;
+use papa_model::card::{ModelCard, Provenance};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const INIT_STREAM: u64 = 1;
+const AUGMENT_STREAM: u64 = 3;
+const PAIR_STREAM: u64 = 4;
+const CALIBRATION_STREAM: u64 = 5;
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The loss of a member became NaN or infinite; checkpoints of finished epochs are kept.
+    #[error("member {member}'s loss became {loss} in epoch {epoch}, at step {step}: training stopped (checkpoints of finished epochs are kept; try a lower `lr` in a --config file)")]
+    Diverged {
+        /// The member.
+        member: usize,
+        /// 1-based epoch, as the progress lines count.
+        epoch: usize,
+        /// Global step.
+        step: u64,
+        /// The value.
+        loss: f32,
+    },
+    /// A setting is out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Evaluation or REPAIR failed.
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    /// The engine refused a call.
+    #[error(transparent)]
+    Model(#[from] model::Error),
+    /// A rule of papa-core refused its input.
+    #[error(transparent)]
+    Core(#[from] papa_core::Error),
+    /// The engine refused a call.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The data could not be batched.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A batch could not be augmented.
+    #[error(transparent)]
+    Augment(#[from] AugmentError),
+    /// The optimizer or its schedule refused its settings.
+    #[error(transparent)]
+    Optim(#[from] OptimError),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The run's state could not be encoded, or a checkpoint's could not be decoded.
+    #[error("the run state: {0}")]
+    State(#[from] serde_json::Error),
+    /// Too few training samples for one batch.
+    #[error("{samples} training samples make no batch of {batch}")]
+    NoBatch {
+        /// Training samples.
+        samples: usize,
+        /// Samples per batch.
+        batch: usize,
+    },
+    /// The checkpoint was written by another run (another method or other settings).
+    #[error("checkpoint {} belongs to another run (method or settings differ); use a fresh --out", path.display())]
+    ForeignCheckpoint {
+        /// The checkpoint.
+        path: PathBuf,
+    },
+    /// The checkpoint was written on another CPU path: resuming here would not give the bits
+    /// an uninterrupted run gives.
+    #[error("checkpoint {} was written on the {written} path and this engine runs {here}: resume it on a machine of the same kind, or start a fresh --out", path.display())]
+    OtherCpuPath {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The path it was written on.
+        written: String,
+        /// The path here.
+        here: String,
+    },
+    /// The checkpoint lacks a buffer of the population's shape.
+    #[error("checkpoint {} lacks a `{buffer}` of {members} x {len}", path.display())]
+    CheckpointShape {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The buffer's name.
+        buffer: &'static str,
+        /// Members P.
+        members: usize,
+        /// Floats per member N.
+        len: usize,
+    },
+}
+
+/// The resumable part of a run, stored beside the population at each epoch end.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct State {
+    method: Method,
+    /// Where the engine's kernels ran (checkpoints from before paths: `portable`).
+    #[serde(default = "portable")]
+    path: String,
+    config: TrainConfig,
+    epochs_done: usize,
+    seconds: f64,
+    history: Vec<EpochRecord>,
+}
+
+fn portable() -> String {
+    Isa::Portable.name().into()
+}
+
+/// What one method produced: its results and the single model it ships.
+pub struct Outcome {
+    /// Accuracies, soups, history.
+    pub result: MethodResult,
+    /// The final model (N floats).
+    pub model: Vec<f32>,
+}
+
+/// The card saved with a method's final model: the model, how to read its input (the
+/// dataset's pixel scale and the run's normalisation), its classes and where it came from.
+pub fn model_card(
+    cfg: &TrainConfig,
+    splits: &Splits,
+    spec: &ModelSpec,
+    result: &MethodResult,
+) -> ModelCard {
+    let mut card = ModelCard::new(
+        &cfg.model,
+        spec,
+        splits.pixel_scale,
+        splits.normalization.clone(),
+        splits.class_names.clone(),
+    );
+    card.provenance = Some(Provenance {
+        dataset: cfg.data.clone(),
+        val_fraction: cfg.val_fraction,
+        seed: cfg.seed,
+        method: result.method.clone(),
+        final_model_is: result.final_model_is.clone(),
+        test_accuracy: result.final_model,
+    });
+    card
+}
+
+/// What a caller hears while a method trains.
+pub trait Progress: Sync {
+    /// After every optimizer step: the steps done and the total (for progress bars).
+    fn step(&self, done: u64, total: u64);
+    /// After every epoch, with its accuracies and diversity.
+    fn epoch(&self, record: &EpochRecord);
+}
+
+/// Hears nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn step(&self, _: u64, _: u64) {}
+    fn epoch(&self, _: &EpochRecord) {}
+}
+
+/// Each member's augmentation and regularisation under `cfg` (the same for every method of
+/// a run): its entry of the shuffled grid on top of the configured crop and flip (flips only
+/// where `hflip_ok`, i.e. the dataset allows them).
+pub fn member_recipes(cfg: &TrainConfig, hflip_ok: bool) -> Vec<Recipe> {
+    let base = Recipe::standard(cfg.crop_padding, cfg.hflip && hflip_ok);
+    match cfg.augmentation {
+        Augmentation::Grid => draw_recipes(cfg.seed, cfg.population, base),
+        Augmentation::Standard => vec![base; cfg.population],
+        Augmentation::None => vec![Recipe::plain(); cfg.population],
+    }
+}
+
+/// Trains `cfg.population` members with `method` on the CPU engine and evaluates
+/// everything. With `checkpoint` the population is saved (atomically) after every epoch, and
+/// an existing checkpoint of the same method and settings is resumed.
+pub fn train_method(
+    cfg: &TrainConfig,
+    splits: &Splits,
+    spec: &ModelSpec,
+    method: Method,
+    checkpoint: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<Outcome, TrainError> {
+    // A library caller reaches here without the CLI: every setting is checked once, here.
+    cfg.validate()?;
+    let mut engine = CpuEngine::with_isa(spec, cfg.population, cfg.batch, Isa::detect())?;
+    train_on(&mut engine, cfg, splits, method, checkpoint, progress)
+}
+
+/// [`train_method`] on any engine sized for `cfg.population` members and batches of
+/// `cfg.batch` (its population is overwritten by the initialisation or the checkpoint).
+pub fn train_on<E: Engine>(
+    engine: &mut E,
+    cfg: &TrainConfig,
+    splits: &Splits,
+    method: Method,
+    checkpoint: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<Outcome, TrainError> {
+    cfg.validate()?;
+    let run = Run::new(cfg, splits, engine, method)?;
+    let mut state = match checkpoint.filter(|p| p.exists()) {
+        Some(path) => run.resume(engine, path)?,
+        None => run.start(engine)?,
+    };
+    let recipes = member_recipes(cfg, splits.train.hflip_ok);
+    let settings = (cfg.seed, cfg.batch, run.train_len);
+    let mut loader = BatchLoader::new(&splits.train, &recipes, settings, splits.pad_value(0));
+    while state.epochs_done < cfg.epochs {
+        let started = Instant::now();
+        let epoch = state.epochs_done;
+        let loss = run.epoch(engine, &mut loader, epoch, progress)?;
+        run.averaging
+            .after_epoch(engine, epoch, &run.calibration())?;
+        let mut record = run.measure(engine, epoch, loss)?;
+        record.seconds = started.elapsed().as_secs_f64();
+        state.seconds += record.seconds;
+        progress.epoch(&record);
+        state.history.push(record);
+        state.epochs_done += 1;
+        if let Some(path) = checkpoint {
+            run.save(engine, path, &state)?;
+        }
+    }
+    let started = Instant::now();
+    let (p, n) = (run.p, run.n);
+    let (mut params, mut velocity) = (vec![0.0; p * n], vec![0.0; p * n]);
+    engine.download(&mut params, &mut velocity)?;
+    let (mut result, model) = finish::finish(&run, engine, &params, &state)?;
+    result.wall_seconds = state.seconds + started.elapsed().as_secs_f64();
+    Ok(Outcome { result, model })
+}
+
+/// Everything fixed for the length of a run, built once from its validated settings.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    splits: &'a Splits,
+    spec: ModelSpec,
+    method: Method,
+    /// Where the engine's kernels run (recorded, and checked on resume).
+    path: String,
+    p: usize,
+    n: usize,
+    steps_per_epoch: usize,
+    train_len: usize,
+    lr: LrSchedule,
+    sgd: Sgd,
+    averaging: MethodAveraging,
+    /// Fixed, unaugmented training samples for REPAIR and BatchNorm re-estimation.
+    calibration: Vec<f32>,
+}
+
+impl<'a> Run<'a> {
+    fn new<E: Engine>(
+        cfg: &'a TrainConfig,
+        splits: &'a Splits,
+        engine: &E,
+        method: Method,
+    ) -> Result<Self, TrainError> {
+        let spec = engine.spec().clone();
+        if engine.population() != cfg.population || engine.capacity() < cfg.batch {
+            return Err(model::Error::Batch {
+                batch: cfg.batch,
+                capacity: engine.capacity(),
+            }
+            .into());
+        }
+        let train_len = match cfg.train_limit {
+            0 => splits.train.len(),
+            limit => limit.min(splits.train.len()),
+        };
+        let steps_per_epoch = batches_per_epoch(train_len, cfg.batch);
+        if steps_per_epoch == 0 {
+            return Err(TrainError::NoBatch {
+                samples: train_len,
+                batch: cfg.batch,
+            });
+        }
+        let total = steps_per_epoch * cfg.epochs;
+        Ok(Run {
+            lr: LrSchedule::cosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr.min(cfg.lr))?,
+            sgd: Sgd {
+                momentum: cfg.momentum,
+                weight_decay: cfg.weight_decay,
+                nesterov: cfg.nesterov,
+            },
+            averaging: MethodAveraging::new(method, cfg, total)?,
+            calibration: calibration_samples(cfg, splits, train_len)?,
+            path: engine.path(),
+            p: cfg.population,
+            n: spec.len(),
+            spec,
+            cfg,
+            splits,
+            method,
+            steps_per_epoch,
+            train_len,
+        })
+    }
+
+    fn calibration(&self) -> Calibration<'_> {
+        Calibration {
+            samples: &self.calibration,
+            batch: self.cfg.batch,
+        }
+    }
+
+    /// Initialises every member (a fork of the run seed each) and a zero momentum.
+    fn start<E: Engine>(&self, engine: &mut E) -> Result<State, TrainError> {
+        let rng = Rng::new(self.cfg.seed).fork(INIT_STREAM);
+        let mut params = vec![0.0; self.p * self.n];
+        for (j, member) in params.chunks_exact_mut(self.n).enumerate() {
+            self.spec
+                .init_member(&mut rng.fork(j as u64), member)
+                .map_err(model::Error::from)?;
+        }
+        engine.upload(&params, &vec![0.0; self.p * self.n])?;
+        Ok(State {
+            method: self.method,
+            path: self.path.clone(),
+            config: self.cfg.clone(),
+            epochs_done: 0,
+            seconds: 0.0,
+            history: vec![],
+        })
+    }
+
+    /// Loads a checkpoint of this very run (same method, settings and engine path).
+    fn resume<E: Engine>(&self, engine: &mut E, path: &Path) -> Result<State, TrainError> {
+        let loaded = load_state(path)?;
+        let state: State = serde_json::from_str(&loaded.state_json)?;
+        // Threads are the one setting that may differ: results do not depend on them.
+        let same = TrainConfig {
+            threads: self.cfg.threads,
+            ..state.config.clone()
+        };
+        if state.method != self.method || &same != self.cfg {
+            return Err(TrainError::ForeignCheckpoint { path: path.into() });
+        }
+        if state.path != self.path {
+            return Err(TrainError::OtherCpuPath {
+                path: path.into(),
+                written: state.path,
+                here: self.path.clone(),
+            });
+        }
+        let take = |buffer: &'static str| {
+            loaded
+                .buffers
+                .get(buffer)
+                .filter(|(shape, _)| shape == &[self.p, self.n])
+                .map(|(_, v)| v.as_slice())
+                .ok_or_else(|| TrainError::CheckpointShape {
+                    path: path.into(),
+                    buffer,
+                    members: self.p,
+                    len: self.n,
+                })
+        };
+        engine.upload(take("population")?, take("velocity")?)?;
+        Ok(state)
+    }
+
+    /// Writes the population, its momentum and the state (atomically).
+    fn save<E: Engine>(&self, engine: &E, path: &Path, state: &State) -> Result<(), TrainError> {
+        let (mut params, mut velocity) = (vec![0.0; self.p * self.n], vec![0.0; self.p * self.n]);
+        engine.download(&mut params, &mut velocity)?;
+        let json = serde_json::to_string(state)?;
+        let shape = [self.p, self.n];
+        let buffers = [
+            ("population", &params[..], &shape[..]),
+            ("velocity", &velocity, &shape),
+        ];
+        Ok(save_state(path, &buffers, &json)?)
+    }
+
+    /// One epoch of SGD on every member, the method's after-step averaging inside. Returns
+    /// the mean training loss.
+    fn epoch<E: Engine>(
+        &self,
+        engine: &mut E,
+        loader: &mut BatchLoader<'_>,
+        epoch: usize,
+        progress: &dyn Progress,
+    ) -> Result<f32, TrainError> {
+        let (p, classes) = (self.p, self.spec.classes());
+        let mut dlogits = vec![0.0f32; p * self.cfg.batch * classes];
+        let mut losses = vec![0.0f32; p];
+        let total_steps = (self.steps_per_epoch * self.cfg.epochs) as u64;
+        loader.start_epoch(epoch);
+        let mut loss_sum = 0.0f64;
+        for s in 0..self.steps_per_epoch {
+            let step = (epoch * self.steps_per_epoch + s) as u64;
+            let (images, targets) = loader.load(s, step)?;
+            let logits = engine.forward(Input::PerMember(images), Mode::Train)?;
+            soft_cross_entropy(logits, targets, classes, &mut dlogits, &mut losses)?;
+            if let Some((member, &loss)) = losses.iter().enumerate().find(|(_, l)| !l.is_finite()) {
+                return Err(TrainError::Diverged {
+                    member,
+                    epoch: epoch + 1,
+                    step,
+                    loss,
+                });
+            }
+            loss_sum += losses.iter().map(|&l| f64::from(l)).sum::<f64>() / p as f64;
+            engine.backward(&dlogits)?;
+            let lr = self.lr.lr_at(step as usize);
+            engine.sgd_step(&self.sgd, lr)?;
+            self.averaging.after_step(engine, step, lr)?;
+            progress.step(step + 1, total_steps);
+        }
+        Ok((loss_sum / self.steps_per_epoch as f64) as f32)
+    }
+
+    /// The uniform average of the members with re-estimated BatchNorm statistics.
+    fn uniform_soup<E: Engine>(&self, engine: &E) -> Result<Vec<f32>, TrainError> {
+        let mut soup = engine.average(Weights::Uniform)?;
+        reestimate_batchnorm(&self.spec, &mut soup, &self.calibration, self.cfg.batch)?;
+        Ok(soup)
+    }
+
+    /// Per-epoch record: members' and average model's test accuracy, diversity.
+    fn measure<E: Engine>(
+        &self,
+        engine: &E,
+        epoch: usize,
+        train_loss: f32,
+    ) -> Result<EpochRecord, TrainError> {
+        let test = &self.splits.test;
+        let (mut params, mut velocity) = (vec![0.0; self.p * self.n], vec![0.0; self.p * self.n]);
+        engine.download(&mut params, &mut velocity)?;
+        let members = accuracy(&self.spec, &params, test)?.members;
+        let soup = self.uniform_soup(engine)?;
+        let average_acc = accuracy(&self.spec, &soup, test)?.members[0];
+        let diversity = engine.diversity()?;
+        Ok(EpochRecord {
+            epoch,
+            train_loss,
+            member_test_acc: members,
+            average_test_acc: Some(average_acc),
+            distance_to_mean: diversity.distance_to_mean,
+            mean_pairwise_cosine: diversity.mean_pairwise_cosine,
+            seconds: 0.0,
+        })
+    }
+}
+
+/// Calibration for REPAIR and BatchNorm: whole batches of fixed, unaugmented training
+/// samples, drawn once per run.
+fn calibration_samples(
+    cfg: &TrainConfig,
+    splits: &Splits,
+    train_len: usize,
+) -> Result<Vec<f32>, TrainError> {
+    let count = (cfg.repair_batches * cfg.batch).min(train_len) / cfg.batch * cfg.batch;
+    let mut order: Vec<u32> = (0..train_len as u32).collect();
+    Rng::new(cfg.seed)
+        .fork(CALIBRATION_STREAM)
+        .shuffle(&mut order);
+    let mut samples = vec![0.0; count * splits.train.sample_len()];
+    let mut labels = vec![0u8; count];
+    splits
+        .train
+        .gather(&order[..count], &mut samples, &mut labels)?;
+    Ok(samples)
+}
