@@ -1,21 +1,13 @@
 //! How each method averages its population: one type per method, each with an after-step
 //! and an after-epoch hook, built once per run from the validated settings.
 
+use super::surgery::Surgery;
 use super::{TrainError, PAIR_STREAM};
 use crate::config::{Method, TrainConfig};
 use crate::engine::{Engine, Rule};
-use crate::eval::repair;
 use papa_core::rng::Rng;
 use papa_core::rules::{draw_pairs, Weights};
 use papa_core::schedule::{effective_alpha, Schedule};
-
-/// The calibration batches REPAIR measures children and parents on.
-pub(super) struct Calibration<'a> {
-    /// Whole batches of unaugmented training samples.
-    pub samples: &'a [f32],
-    /// Samples per batch.
-    pub batch: usize,
-}
 
 /// What a method does to the population besides SGD.
 pub(super) trait Averaging {
@@ -26,7 +18,7 @@ pub(super) trait Averaging {
         &self,
         engine: &mut E,
         epoch: usize,
-        calibration: &Calibration<'_>,
+        surgery: &mut Surgery,
     ) -> Result<(), TrainError>;
 }
 
@@ -101,12 +93,12 @@ impl Averaging for MethodAveraging {
         &self,
         engine: &mut E,
         epoch: usize,
-        calibration: &Calibration<'_>,
+        surgery: &mut Surgery,
     ) -> Result<(), TrainError> {
         match self {
-            Self::Independent(a) => a.after_epoch(engine, epoch, calibration),
-            Self::Gradual(a) => a.after_epoch(engine, epoch, calibration),
-            Self::EveryEpochs(a) => a.after_epoch(engine, epoch, calibration),
+            Self::Independent(a) => a.after_epoch(engine, epoch, surgery),
+            Self::Gradual(a) => a.after_epoch(engine, epoch, surgery),
+            Self::EveryEpochs(a) => a.after_epoch(engine, epoch, surgery),
         }
     }
 }
@@ -120,7 +112,7 @@ impl Averaging for Independent {
         &self,
         _: &mut E,
         _: usize,
-        _: &Calibration<'_>,
+        _: &mut Surgery,
     ) -> Result<(), TrainError> {
         Ok(())
     }
@@ -146,7 +138,7 @@ impl Averaging for Gradual {
         &self,
         _: &mut E,
         _: usize,
-        _: &Calibration<'_>,
+        _: &mut Surgery,
     ) -> Result<(), TrainError> {
         Ok(())
     }
@@ -161,7 +153,7 @@ impl Averaging for EveryEpochs {
         &self,
         engine: &mut E,
         epoch: usize,
-        calibration: &Calibration<'_>,
+        surgery: &mut Surgery,
     ) -> Result<(), TrainError> {
         if epoch + 1 >= self.epochs || !self.schedule.due_after_epoch(epoch as u64 + 1) {
             return Ok(());
@@ -193,15 +185,7 @@ impl Averaging for EveryEpochs {
         };
         let mut children = vec![0.0; p * n];
         engine.download(&mut children, &mut velocity)?;
-        let spec = engine.spec().clone();
-        repair(
-            &spec,
-            &mut children,
-            &parents,
-            &weights,
-            calibration.samples,
-            calibration.batch,
-        )?;
+        surgery.repair(&mut children, &parents, &weights)?;
         Ok(engine.upload(&children, &velocity)?)
     }
 }

@@ -1,9 +1,10 @@
 //! The end of a run: the candidates for the one model to ship (soups, with and without
 //! REPAIR), its choice on validation accuracy, and the method's result.
 
+use super::surgery::Surgery;
 use super::{Run, State, TrainError};
 use crate::engine::Engine;
-use crate::eval::{accuracy, reestimate_batchnorm, repair, EvalError, PopulationAccuracy};
+use crate::eval::{EvalError, PopulationAccuracy};
 use crate::report::{Accuracy, MethodResult};
 use papa_core::layout::Layout;
 use papa_core::population::Contiguous;
@@ -30,16 +31,17 @@ struct Greedy {
 pub(super) fn finish<E: Engine>(
     run: &Run<'_>,
     engine: &E,
+    surgery: &mut Surgery,
     params: &[f32],
     state: &State,
 ) -> Result<(MethodResult, Vec<f32>), TrainError> {
     let p = run.p;
-    let test_acc = accuracy(&run.spec, params, &run.splits.test)?;
-    let val_acc = accuracy(&run.spec, params, &run.splits.val)?;
-    let uniform = run.uniform_soup(engine)?;
-    let uniform_repaired = repaired(run, params, &vec![1.0 / p as f32; p], &uniform)?;
-    let greedy = greedy(run, params)?;
-    let greedy_repaired = repaired(run, params, &greedy.weights, &greedy.model)?;
+    let test_acc = surgery.accuracy(params, &run.splits.test)?;
+    let val_acc = surgery.accuracy(params, &run.splits.val)?;
+    let uniform = run.uniform_soup(engine, surgery)?;
+    let uniform_repaired = repaired(surgery, params, &vec![1.0 / p as f32; p], &uniform)?;
+    let greedy = greedy(run, surgery, params)?;
+    let greedy_repaired = repaired(surgery, params, &greedy.weights, &greedy.model)?;
     let candidates = [
         ("uniform soup", uniform),
         ("uniform soup + REPAIR", uniform_repaired),
@@ -48,8 +50,8 @@ pub(super) fn finish<E: Engine>(
     ];
     let mut scored = Vec::new();
     for (name, model) in candidates {
-        let val = accuracy(&run.spec, &model, &run.splits.val)?.members[0];
-        let test = accuracy(&run.spec, &model, &run.splits.test)?.members[0];
+        let val = surgery.accuracy(&model, &run.splits.val)?.members[0];
+        let test = surgery.accuracy(&model, &run.splits.test)?.members[0];
         scored.push(Scored {
             name,
             model,
@@ -72,31 +74,26 @@ pub(super) fn finish<E: Engine>(
 
 /// `soup` REPAIRed towards the members `params` combined with `weights`.
 fn repaired(
-    run: &Run<'_>,
+    surgery: &mut Surgery,
     params: &[f32],
     weights: &[f32],
     soup: &[f32],
 ) -> Result<Vec<f32>, TrainError> {
     let mut child = soup.to_vec();
-    let calibration = run.calibration();
-    let weights = [weights.to_vec()];
-    repair(
-        &run.spec,
-        &mut child,
-        params,
-        &weights,
-        calibration.samples,
-        calibration.batch,
-    )?;
+    surgery.repair(&mut child, params, &[weights.to_vec()])?;
     Ok(child)
 }
 
 /// The greedy soup on validation accuracy. papa-core scores the P members first, then
 /// soups of several members: only those need BatchNorm statistics of their own (a member's
 /// trained ones are better than a few calibration batches).
-fn greedy(run: &Run<'_>, params: &[f32]) -> Result<Greedy, TrainError> {
-    let (p, n, spec) = (run.p, run.n, &run.spec);
-    let calibration = run.calibration();
+fn greedy(run: &Run<'_>, surgery: &mut Surgery, params: &[f32]) -> Result<Greedy, TrainError> {
+    let (p, n) = (run.p, run.n);
+    let tensors = run.spec.tensor_specs();
+    let opts = Options {
+        layout: Some(Layout::new(&tensors)?),
+        check_finite: false,
+    };
     let (mut order, mut scores, mut weights) = (vec![0; p], vec![0.0; p], vec![0.0; p]);
     let (mut candidate, mut model) = (vec![0.0; n], vec![0.0; n]);
     let mut failure: Option<EvalError> = None;
@@ -105,10 +102,10 @@ fn greedy(run: &Run<'_>, params: &[f32]) -> Result<Greedy, TrainError> {
         calls += 1;
         let mut soup = w.to_vec();
         let statistics = match calls > p {
-            true => reestimate_batchnorm(spec, &mut soup, calibration.samples, calibration.batch),
+            true => surgery.reestimate(&mut soup),
             false => Ok(()),
         };
-        match statistics.and_then(|()| accuracy(spec, &soup, &run.splits.val)) {
+        match statistics.and_then(|()| surgery.accuracy(&soup, &run.splits.val)) {
             Ok(acc) => acc.members[0],
             Err(e) => {
                 failure = Some(e);
@@ -123,18 +120,13 @@ fn greedy(run: &Run<'_>, params: &[f32]) -> Result<Greedy, TrainError> {
         out: &mut model,
         weights: &mut weights,
     };
-    let tensors = spec.tensor_specs();
-    let opts = Options {
-        layout: Some(Layout::new(&tensors)?),
-        check_finite: false,
-    };
     let outcome = greedy_soup(&Contiguous::new(params, p)?, eval_val, buffers, &opts);
     if let Some(e) = failure {
         return Err(e.into());
     }
     let kept = outcome?.kept;
     if kept > 1 {
-        reestimate_batchnorm(spec, &mut model, calibration.samples, calibration.batch)?;
+        surgery.reestimate(&mut model)?;
     }
     Ok(Greedy {
         model,

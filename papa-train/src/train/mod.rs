@@ -6,17 +6,18 @@
 mod averaging;
 mod batches;
 mod finish;
+mod surgery;
 
 use crate::augment::{draw_recipes, AugmentError, Recipe};
 use crate::checkpoint::{load_state, save_state, CheckpointError};
 use crate::config::{Augmentation, ConfigError, Method, TrainConfig};
 use crate::data::{batches_per_epoch, DataError, Splits};
 use crate::engine::{CpuEngine, Engine, EngineError};
-use crate::eval::{accuracy, reestimate_batchnorm, EvalError};
+use crate::eval::EvalError;
 use crate::model::{self, soft_cross_entropy, Input, Mode, ModelSpec};
 use crate::optim::{LrSchedule, OptimError, Sgd};
 use crate::report::{EpochRecord, MethodResult};
-use averaging::{Averaging, Calibration, MethodAveraging};
+use averaging::{Averaging, MethodAveraging};
 use batches::BatchLoader;
 use papa_core::rng::Rng;
 use papa_core::rules::Weights;
@@ -25,6 +26,7 @@ use papa_model::card::{ModelCard, Provenance};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use surgery::Surgery;
 
 const INIT_STREAM: u64 = 1;
 const AUGMENT_STREAM: u64 = 3;
@@ -230,13 +232,14 @@ pub fn train_on<E: Engine>(
     let recipes = member_recipes(cfg, splits.train.hflip_ok);
     let settings = (cfg.seed, cfg.batch, run.train_len);
     let mut loader = BatchLoader::new(&splits.train, &recipes, settings, splits.pad_value(0));
+    let calibration = calibration_samples(cfg, splits, run.train_len)?;
+    let mut surgery = Surgery::new(&run.spec, calibration, cfg.batch);
     while state.epochs_done < cfg.epochs {
         let started = Instant::now();
         let epoch = state.epochs_done;
         let loss = run.epoch(engine, &mut loader, epoch, progress)?;
-        run.averaging
-            .after_epoch(engine, epoch, &run.calibration())?;
-        let mut record = run.measure(engine, epoch, loss)?;
+        run.averaging.after_epoch(engine, epoch, &mut surgery)?;
+        let mut record = run.measure(engine, &mut surgery, epoch, loss)?;
         record.seconds = started.elapsed().as_secs_f64();
         state.seconds += record.seconds;
         progress.epoch(&record);
@@ -250,7 +253,7 @@ pub fn train_on<E: Engine>(
     let (p, n) = (run.p, run.n);
     let (mut params, mut velocity) = (vec![0.0; p * n], vec![0.0; p * n]);
     engine.download(&mut params, &mut velocity)?;
-    let (mut result, model) = finish::finish(&run, engine, &params, &state)?;
+    let (mut result, model) = finish::finish(&run, engine, &mut surgery, &params, &state)?;
     result.wall_seconds = state.seconds + started.elapsed().as_secs_f64();
     Ok(Outcome { result, model })
 }
@@ -270,8 +273,6 @@ struct Run<'a> {
     lr: LrSchedule,
     sgd: Sgd,
     averaging: MethodAveraging,
-    /// Fixed, unaugmented training samples for REPAIR and BatchNorm re-estimation.
-    calibration: Vec<f32>,
 }
 
 impl<'a> Run<'a> {
@@ -309,7 +310,6 @@ impl<'a> Run<'a> {
                 nesterov: cfg.nesterov,
             },
             averaging: MethodAveraging::new(method, cfg, total)?,
-            calibration: calibration_samples(cfg, splits, train_len)?,
             path: engine.path(),
             p: cfg.population,
             n: spec.len(),
@@ -320,13 +320,6 @@ impl<'a> Run<'a> {
             steps_per_epoch,
             train_len,
         })
-    }
-
-    fn calibration(&self) -> Calibration<'_> {
-        Calibration {
-            samples: &self.calibration,
-            batch: self.cfg.batch,
-        }
     }
 
     /// Initialises every member (a fork of the run seed each) and a zero momentum.
@@ -437,9 +430,13 @@ impl<'a> Run<'a> {
     }
 
     /// The uniform average of the members with re-estimated BatchNorm statistics.
-    fn uniform_soup<E: Engine>(&self, engine: &E) -> Result<Vec<f32>, TrainError> {
+    fn uniform_soup<E: Engine>(
+        &self,
+        engine: &E,
+        surgery: &mut Surgery,
+    ) -> Result<Vec<f32>, TrainError> {
         let mut soup = engine.average(Weights::Uniform)?;
-        reestimate_batchnorm(&self.spec, &mut soup, &self.calibration, self.cfg.batch)?;
+        surgery.reestimate(&mut soup)?;
         Ok(soup)
     }
 
@@ -447,15 +444,16 @@ impl<'a> Run<'a> {
     fn measure<E: Engine>(
         &self,
         engine: &E,
+        surgery: &mut Surgery,
         epoch: usize,
         train_loss: f32,
     ) -> Result<EpochRecord, TrainError> {
         let test = &self.splits.test;
         let (mut params, mut velocity) = (vec![0.0; self.p * self.n], vec![0.0; self.p * self.n]);
         engine.download(&mut params, &mut velocity)?;
-        let members = accuracy(&self.spec, &params, test)?.members;
-        let soup = self.uniform_soup(engine)?;
-        let average_acc = accuracy(&self.spec, &soup, test)?.members[0];
+        let members = surgery.accuracy(&params, test)?.members;
+        let soup = self.uniform_soup(engine, surgery)?;
+        let average_acc = surgery.accuracy(&soup, test)?.members[0];
         let diversity = engine.diversity()?;
         Ok(EpochRecord {
             epoch,

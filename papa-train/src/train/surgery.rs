@@ -1,0 +1,50 @@
+//! The run's one evaluation workspace and its calibration batches: accuracies, BatchNorm
+//! re-estimation and REPAIR, however often a run asks.
+
+use crate::data::Dataset;
+use crate::eval::{EvalError, Evaluator, PopulationAccuracy};
+use crate::model::ModelSpec;
+
+/// An [`Evaluator`] with the run's calibration batches (fixed, unaugmented training
+/// samples, whole batches of `batch`).
+pub(super) struct Surgery {
+    eval: Evaluator,
+    samples: Vec<f32>,
+    batch: usize,
+}
+
+impl Surgery {
+    pub(super) fn new(spec: &ModelSpec, samples: Vec<f32>, batch: usize) -> Self {
+        Self {
+            eval: Evaluator::new(spec),
+            samples,
+            batch,
+        }
+    }
+
+    /// Accuracies of the members of `params` and of their ensemble on `data`.
+    pub(super) fn accuracy(
+        &mut self,
+        params: &[f32],
+        data: &Dataset,
+    ) -> Result<PopulationAccuracy, EvalError> {
+        self.eval.accuracy(params, data)
+    }
+
+    /// Fresh BatchNorm statistics for every member of `params`.
+    pub(super) fn reestimate(&mut self, params: &mut [f32]) -> Result<(), EvalError> {
+        self.eval
+            .reestimate_batchnorm(params, &self.samples, self.batch)
+    }
+
+    /// REPAIR of `children` towards `parents` combined with each child's `weights`.
+    pub(super) fn repair(
+        &mut self,
+        children: &mut [f32],
+        parents: &[f32],
+        weights: &[Vec<f32>],
+    ) -> Result<(), EvalError> {
+        self.eval
+            .repair(children, parents, weights, &self.samples, self.batch)
+    }
+}
