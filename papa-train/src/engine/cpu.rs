@@ -133,8 +133,10 @@ impl Engine for CpuEngine {
     }
 
     fn forward(&mut self, input: Input<'_>, mode: Mode) -> Result<&[f32], EngineError> {
+        // A refused forward leaves the last one (and its gradients) as they were.
+        self.net.forward(&mut self.params, input, mode)?;
         self.has_gradients = false;
-        Ok(self.net.forward(&mut self.params, input, mode)?)
+        Ok(self.net.logits())
     }
 
     fn backward(&mut self, dlogits: &[f32]) -> Result<&[f32], EngineError> {
@@ -144,7 +146,7 @@ impl Engine for CpuEngine {
     }
 
     fn sgd_step(&mut self, sgd: &Sgd, lr: f32) -> Result<(), EngineError> {
-        if !std::mem::take(&mut self.has_gradients) {
+        if !self.has_gradients {
             return Err(EngineError::NoGradients);
         }
         let n = self.net.spec().len();
@@ -157,6 +159,8 @@ impl Engine for CpuEngine {
             &self.trainable,
             lr,
         )?;
+        // Used once: the next step needs the next backward.
+        self.has_gradients = false;
         Ok(())
     }
 
