@@ -4,7 +4,8 @@ use crate::error::CliError;
 use clap::Args;
 use papa_core::rng::Rng;
 use papa_train::config::build_model;
-use papa_train::model::{self, soft_cross_entropy, Input, Mode, Network};
+use papa_train::engine::{CpuEngine, Engine};
+use papa_train::model::{self, soft_cross_entropy, Input, Mode};
 use papa_train::optim::Sgd;
 use std::time::Instant;
 
@@ -34,11 +35,11 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let (model, batch) = (args.model.as_str(), args.batch);
     let spec = build_model(model, [1, 28, 28], 10)?;
     let (n, classes, sl) = (spec.len(), spec.classes(), spec.input_len());
-    println!("| model | P | batch | threads | member-steps/s | ms per step |");
-    println!("|---|---|---|---|---|---|");
+    println!("| model | CPU path | P | batch | threads | member-steps/s | ms per step |");
+    println!("|---|---|---|---|---|---|---|");
     for &p in &args.populations {
         let mut rng = Rng::new(7);
-        let mut params = vec![0.0; p * n];
+        let mut params: Vec<f32> = vec![0.0; p * n];
         for (j, m) in params.chunks_exact_mut(n).enumerate() {
             spec.init_member(&mut rng.fork(j as u64), m)
                 .map_err(model::Error::from)?;
@@ -49,16 +50,15 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             .iter_mut()
             .step_by(classes + 1)
             .for_each(|t| *t = 1.0);
-        let (mut dlogits, mut losses, mut velocity) =
-            (vec![0.0; targets.len()], vec![0.0; p], vec![0.0; p * n]);
-        let mut net = Network::new(&spec, p, batch)?;
+        let (mut dlogits, mut losses) = (vec![0.0; targets.len()], vec![0.0; p]);
+        let mut engine = CpuEngine::new(&spec, p, batch)?;
+        engine.upload(&params, &vec![0.0; p * n])?;
         let sgd = Sgd::default();
-        let trainable = spec.trainable_ranges();
         let mut step = || -> Result<(), CliError> {
-            let logits = net.forward(&mut params, Input::PerMember(&input), Mode::Train)?;
+            let logits = engine.forward(Input::PerMember(&input), Mode::Train)?;
             soft_cross_entropy(logits, &targets, classes, &mut dlogits, &mut losses)?;
-            let grads = net.backward(&params, &dlogits)?;
-            Ok(sgd.step(&mut params, grads, &mut velocity, n, &trainable, 0.01)?)
+            engine.backward(&dlogits)?;
+            Ok(engine.sgd_step(&sgd, 0.01)?)
         };
         step()?;
         let started = Instant::now();
@@ -68,7 +68,8 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         let per_step = started.elapsed().as_secs_f64() / args.steps as f64;
         let threads = rayon::current_num_threads();
         println!(
-            "| {model} | {p} | {batch} | {threads} | {:.1} | {:.1} |",
+            "| {model} | {} | {p} | {batch} | {threads} | {:.1} | {:.1} |",
+            engine.path(),
             p as f64 / per_step,
             per_step * 1e3
         );

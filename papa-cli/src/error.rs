@@ -4,6 +4,7 @@ use papa_model::card::CardError;
 use papa_train::checkpoint::CheckpointError;
 use papa_train::config::ConfigError;
 use papa_train::data::DataError;
+use papa_train::engine::EngineError;
 use papa_train::eval::EvalError;
 use papa_train::model;
 use papa_train::optim::OptimError;
@@ -32,6 +33,9 @@ pub enum CliError {
     /// The optimizer.
     #[error(transparent)]
     Optim(#[from] OptimError),
+    /// The training engine.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// A model card.
     #[error(transparent)]
     Card(#[from] CardError),

@@ -207,7 +207,7 @@ pub fn train_method(
     checkpoint: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<Outcome, TrainError> {
-    // A library caller reaches here without the CLI: every setting is checked once, here.
+    // Checked before the engine is sized by it (train_on checks again: it is an entry too).
     cfg.validate()?;
     let mut engine = CpuEngine::with_isa(spec, cfg.population, cfg.batch, Isa::detect())?;
     train_on(&mut engine, cfg, splits, method, checkpoint, progress)
@@ -223,6 +223,7 @@ pub fn train_on<E: Engine>(
     checkpoint: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<Outcome, TrainError> {
+    // A library caller reaches here without the CLI: every setting is checked once, here.
     cfg.validate()?;
     let run = Run::new(cfg, splits, engine, method)?;
     let mut state = match checkpoint.filter(|p| p.exists()) {
