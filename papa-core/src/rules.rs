@@ -57,10 +57,12 @@ pub fn average<P: Population + ?Sized>(
 ) -> Result<(), Error> {
     check_len("out", pop.member_len(), out.len())?;
     let combine = Combine::new(pop, weights, opts)?;
-    for (cols, policy) in chunks(pop.member_len(), opts) {
-        let acc = &mut [0.0f64; CHUNK][..cols.len()];
-        combine.reduce(pop, cols.clone(), policy, acc);
-        store(acc, &mut out[cols]);
+    for (segment, policy) in segments(pop.member_len(), opts) {
+        for cols in chunks_of(segment) {
+            let acc = &mut [0.0f64; CHUNK][..cols.len()];
+            combine.reduce(pop, cols.clone(), policy, acc);
+            store(acc, &mut out[cols]);
+        }
     }
     Ok(())
 }
@@ -82,14 +84,16 @@ pub fn papa_all<P: PopulationMut + ?Sized>(
     opts: &Options<'_>,
 ) -> Result<(), Error> {
     let combine = Combine::new(pop, weights, opts)?;
-    for (cols, policy) in chunks(pop.member_len(), opts) {
-        let acc = &mut [0.0f64; CHUNK][..cols.len()];
-        combine.reduce(pop, cols.clone(), policy, acc);
-        // Rounded once, then copied: every member gets the same bits.
-        let mean = &mut [0.0f32; CHUNK][..cols.len()];
-        store(acc, mean);
-        for j in 0..pop.members() {
-            pop.member_mut(j)[cols.clone()].copy_from_slice(mean);
+    for (segment, policy) in segments(pop.member_len(), opts) {
+        for cols in chunks_of(segment) {
+            let acc = &mut [0.0f64; CHUNK][..cols.len()];
+            combine.reduce(pop, cols.clone(), policy, acc);
+            // Rounded once, then copied: every member gets the same bits.
+            let mean = &mut [0.0f32; CHUNK][..cols.len()];
+            store(acc, mean);
+            for j in 0..pop.members() {
+                pop.member_mut(j)[cols.clone()].copy_from_slice(mean);
+            }
         }
     }
     Ok(())
@@ -125,31 +129,33 @@ pub fn gradual<P: PopulationMut + ?Sized>(
     // memory traffic instead of following it (docs/BENCHMARKS.md).
     let mut buffers = [[0.0f64; CHUNK]; 2];
     let mut pending: Option<(Range<usize>, usize)> = None;
-    for (cols, policy) in chunks(pop.member_len(), opts) {
-        let slot = pending.as_ref().map_or(0, |(_, slot)| 1 - slot);
-        let [a, b] = &mut buffers;
-        let (next, prev) = if slot == 0 { (a, &*b) } else { (b, &*a) };
-        let next = &mut next[..cols.len()];
-        if policy == Policy::Max {
-            combine.reduce(pop, cols.clone(), policy, next);
-            for j in 0..pop.members() {
-                store(next, &mut pop.member_mut(j)[cols.clone()]);
+    for (segment, policy) in segments(pop.member_len(), opts) {
+        for cols in chunks_of(segment) {
+            let slot = pending.as_ref().map_or(0, |(_, slot)| 1 - slot);
+            let [a, b] = &mut buffers;
+            let (next, prev) = if slot == 0 { (a, &*b) } else { (b, &*a) };
+            let next = &mut next[..cols.len()];
+            if policy == Policy::Max {
+                combine.reduce(pop, cols.clone(), policy, next);
+                for j in 0..pop.members() {
+                    store(next, &mut pop.member_mut(j)[cols.clone()]);
+                }
+                continue;
             }
-            continue;
-        }
-        match pending.take() {
-            Some((prev_cols, _)) => {
-                let update = Update {
-                    pulled: &prev[..prev_cols.len()],
-                    cols: prev_cols,
-                    keep,
-                };
-                combine.reduce_and_update(pop, cols.clone(), next, &update);
+            match pending.take() {
+                Some((prev_cols, _)) => {
+                    let update = Update {
+                        pulled: &prev[..prev_cols.len()],
+                        cols: prev_cols,
+                        keep,
+                    };
+                    combine.reduce_and_update(pop, cols.clone(), next, &update);
+                }
+                None => combine.reduce(pop, cols.clone(), policy, next),
             }
-            None => combine.reduce(pop, cols.clone(), policy, next),
+            next.iter_mut().for_each(|m| *m *= pull);
+            pending = Some((cols, slot));
         }
-        next.iter_mut().for_each(|m| *m *= pull);
-        pending = Some((cols, slot));
     }
     if let Some((cols, slot)) = pending {
         let update = Update {
@@ -227,22 +233,24 @@ pub fn papa2<P: PopulationMut + ?Sized>(
         });
     }
     check_common(pop, opts)?;
-    for (cols, policy) in chunks(len, opts) {
-        let width = cols.len();
-        for j in 0..members {
-            scratch[j * width..(j + 1) * width].copy_from_slice(&pop.member(j)[cols.clone()]);
-        }
-        for (j, &(a, b)) in pairs.iter().enumerate() {
-            let (wa, wb) = (
-                &scratch[a * width..(a + 1) * width],
-                &scratch[b * width..(b + 1) * width],
-            );
-            let child = &mut pop.member_mut(j)[cols.clone()];
-            for ((c, &x), &y) in child.iter_mut().zip(wa).zip(wb) {
-                *c = match policy {
-                    Policy::Average => ((f64::from(x) + f64::from(y)) * 0.5) as f32,
-                    Policy::Max => x.max(y),
-                };
+    for (segment, policy) in segments(len, opts) {
+        for cols in chunks_of(segment) {
+            let width = cols.len();
+            for j in 0..members {
+                scratch[j * width..(j + 1) * width].copy_from_slice(&pop.member(j)[cols.clone()]);
+            }
+            for (j, &(a, b)) in pairs.iter().enumerate() {
+                let (wa, wb) = (
+                    &scratch[a * width..(a + 1) * width],
+                    &scratch[b * width..(b + 1) * width],
+                );
+                let child = &mut pop.member_mut(j)[cols.clone()];
+                for ((c, &x), &y) in child.iter_mut().zip(wa).zip(wb) {
+                    *c = match policy {
+                        Policy::Average => ((f64::from(x) + f64::from(y)) * 0.5) as f32,
+                        Policy::Max => x.max(y),
+                    };
+                }
             }
         }
     }
@@ -546,19 +554,27 @@ fn store(acc: &[f64], out: &mut [f32]) {
     }
 }
 
-/// Consecutive column ranges of at most [`CHUNK`] columns that never straddle two policies.
-/// An iterator rather than a callback: the rules' loop bodies then stay inside the rule and
-/// are compiled with the target features of whoever instantiates it (papa-cpu).
+/// The runs of entries that share a policy (one run of `len` averaged entries without a
+/// layout). The rules walk each in [`chunks_of`] with a `for` loop rather than a callback, so
+/// that their loop bodies stay inside the rule and are compiled with the target features of
+/// whoever instantiates it (papa-cpu).
 #[inline(always)]
-fn chunks<'o>(len: usize, opts: &Options<'o>) -> impl Iterator<Item = (Range<usize>, Policy)> + 'o {
+fn segments<'o>(
+    len: usize,
+    opts: &Options<'o>,
+) -> impl Iterator<Item = (Range<usize>, Policy)> + 'o {
     let whole = opts.layout.is_none().then_some((0..len, Policy::Average));
     opts.layout
         .into_iter()
         .flat_map(|layout| layout.segments())
         .chain(whole)
-        .flat_map(|(cols, policy)| {
-            let end = cols.end;
-            cols.step_by(CHUNK)
-                .map(move |start| (start..end.min(start + CHUNK), policy))
-        })
+}
+
+/// Consecutive ranges of at most [`CHUNK`] columns covering `segment`.
+#[inline(always)]
+fn chunks_of(segment: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+    let end = segment.end;
+    segment
+        .step_by(CHUNK)
+        .map(move |start| start..end.min(start + CHUNK))
 }
