@@ -155,25 +155,18 @@ pub fn conformance<E: Engine>(make: Make<'_, E>) {
     }
 }
 
+fn tensor_names(spec: &ModelSpec) -> Vec<&str> {
+    spec.tensors().iter().map(|t| t.name.as_str()).collect()
+}
+
 /// The engine's model has PyTorch's `state_dict` names in PyTorch's order.
 fn pytorch_names<E: Engine>(make: Make<'_, E>, spec: &ModelSpec) {
     let engine = make(spec, P, B).unwrap();
-    let names: Vec<&str> = engine
-        .spec()
-        .tensors()
-        .iter()
-        .map(|t| t.name.as_str())
-        .collect();
-    let expected: Vec<&str> = spec.tensors().iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, expected);
+    let names = tensor_names(engine.spec());
+    assert_eq!(names, tensor_names(spec));
     let cnn_s = ModelSpec::new(&zoo::cnn_s(10), [1, 28, 28], 10).unwrap();
     let engine = make(&cnn_s, 1, 1).unwrap();
-    let names: Vec<&str> = engine
-        .spec()
-        .tensors()
-        .iter()
-        .map(|t| t.name.as_str())
-        .collect();
+    let names = tensor_names(engine.spec());
     assert_eq!(
         names[..7],
         [

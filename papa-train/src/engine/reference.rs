@@ -342,22 +342,22 @@ fn to_f32(x: &[f64]) -> Vec<f32> {
     x.iter().map(|&v| v as f32).collect()
 }
 
-/// One op's forward for one member's batch of `b` samples; Train-mode BatchNorm also updates
-/// the running statistics in `params`.
-fn forward_op(op: &Op, params: &mut [f64], x: &[f64], b: usize, mode: Mode) -> Vec<f64> {
-    match *op {
-        Op::Conv(ref c) => conv_forward(c, params, x, b),
-        Op::Linear(ref l) => linear_forward(l, params, x, b),
-        Op::BatchNorm {
-            c,
-            spatial,
-            scale,
-            shift,
-            mean,
-            var,
-            count,
-        } => {
-            let bn = Bn {
+/// An op with its fields gathered as the reference's per-op functions take them.
+enum Layer<'o> {
+    Conv(&'o ConvLayer),
+    Linear(&'o LinearLayer),
+    BatchNorm(Bn),
+    Relu,
+    MaxPool(Pool),
+    Flatten,
+}
+
+impl<'o> Layer<'o> {
+    fn of(op: &'o Op) -> Self {
+        match *op {
+            Op::Conv(ref c) => Layer::Conv(c),
+            Op::Linear(ref l) => Layer::Linear(l),
+            Op::BatchNorm {
                 c,
                 spatial,
                 scale,
@@ -365,29 +365,45 @@ fn forward_op(op: &Op, params: &mut [f64], x: &[f64], b: usize, mode: Mode) -> V
                 mean,
                 var,
                 count,
-            };
-            bn_forward(&bn, params, x, b, mode)
-        }
-        Op::Relu { .. } => relu_forward(x),
-        Op::MaxPool {
-            c,
-            h,
-            w,
-            kernel,
-            stride,
-        } => pool_forward(
-            &Pool {
+            } => Layer::BatchNorm(Bn {
+                c,
+                spatial,
+                scale,
+                shift,
+                mean,
+                var,
+                count,
+            }),
+            Op::Relu { .. } => Layer::Relu,
+            Op::MaxPool {
                 c,
                 h,
                 w,
                 kernel,
                 stride,
-            },
-            x,
-            b,
-        ),
+            } => Layer::MaxPool(Pool {
+                c,
+                h,
+                w,
+                kernel,
+                stride,
+            }),
+            Op::Flatten { .. } => Layer::Flatten,
+        }
+    }
+}
+
+/// One op's forward for one member's batch of `b` samples; Train-mode BatchNorm also updates
+/// the running statistics in `params`.
+fn forward_op(op: &Op, params: &mut [f64], x: &[f64], b: usize, mode: Mode) -> Vec<f64> {
+    match Layer::of(op) {
+        Layer::Conv(c) => conv_forward(c, params, x, b),
+        Layer::Linear(l) => linear_forward(l, params, x, b),
+        Layer::BatchNorm(bn) => bn_forward(&bn, params, x, b, mode),
+        Layer::Relu => relu_forward(x),
+        Layer::MaxPool(pool) => pool_forward(&pool, x, b),
         // NCHW is already the flattened order.
-        Op::Flatten { .. } => x.to_vec(),
+        Layer::Flatten => x.to_vec(),
     }
 }
 
@@ -402,49 +418,13 @@ fn backward_op(
     mode: Mode,
     g: &mut [f64],
 ) -> Vec<f64> {
-    match *op {
-        Op::Conv(ref c) => conv_backward(c, params, x, dy, b, g),
-        Op::Linear(ref l) => linear_backward(l, params, x, dy, b, g),
-        Op::BatchNorm {
-            c,
-            spatial,
-            scale,
-            shift,
-            mean,
-            var,
-            count,
-        } => {
-            let bn = Bn {
-                c,
-                spatial,
-                scale,
-                shift,
-                mean,
-                var,
-                count,
-            };
-            bn_backward(&bn, params, x, dy, b, mode, g)
-        }
-        Op::Relu { .. } => relu_backward(x, dy),
-        Op::MaxPool {
-            c,
-            h,
-            w,
-            kernel,
-            stride,
-        } => pool_backward(
-            &Pool {
-                c,
-                h,
-                w,
-                kernel,
-                stride,
-            },
-            x,
-            dy,
-            b,
-        ),
-        Op::Flatten { .. } => dy.to_vec(),
+    match Layer::of(op) {
+        Layer::Conv(c) => conv_backward(c, params, x, dy, b, g),
+        Layer::Linear(l) => linear_backward(l, params, x, dy, b, g),
+        Layer::BatchNorm(bn) => bn_backward(&bn, params, x, dy, b, mode, g),
+        Layer::Relu => relu_backward(x, dy),
+        Layer::MaxPool(pool) => pool_backward(&pool, x, dy, b),
+        Layer::Flatten => dy.to_vec(),
     }
 }
 

@@ -9,17 +9,24 @@ use papa_core::rng::Rng;
 use papa_core::rules::{draw_pairs, Weights};
 use papa_core::schedule::{effective_alpha, Schedule};
 
-/// What a method does to the population besides SGD.
+/// What a method does to the population besides SGD; by default, nothing.
 pub(super) trait Averaging {
     /// After optimizer step `step` (0-based, run-wide) taken at rate `lr`.
-    fn after_step<E: Engine>(&self, engine: &mut E, step: u64, lr: f32) -> Result<(), TrainError>;
+    fn after_step<E: Engine>(&self, engine: &mut E, step: u64, lr: f32) -> Result<(), TrainError> {
+        let _ = (engine, step, lr);
+        Ok(())
+    }
+
     /// After epoch `epoch` (0-based).
     fn after_epoch<E: Engine>(
         &self,
         engine: &mut E,
         epoch: usize,
         surgery: &mut Surgery,
-    ) -> Result<(), TrainError>;
+    ) -> Result<(), TrainError> {
+        let _ = (engine, epoch, surgery);
+        Ok(())
+    }
 }
 
 /// Independent training: nothing.
@@ -103,20 +110,7 @@ impl Averaging for MethodAveraging {
     }
 }
 
-impl Averaging for Independent {
-    fn after_step<E: Engine>(&self, _: &mut E, _: u64, _: f32) -> Result<(), TrainError> {
-        Ok(())
-    }
-
-    fn after_epoch<E: Engine>(
-        &self,
-        _: &mut E,
-        _: usize,
-        _: &mut Surgery,
-    ) -> Result<(), TrainError> {
-        Ok(())
-    }
-}
+impl Averaging for Independent {}
 
 impl Averaging for Gradual {
     fn after_step<E: Engine>(&self, engine: &mut E, step: u64, lr: f32) -> Result<(), TrainError> {
@@ -133,22 +127,9 @@ impl Averaging for Gradual {
         };
         Ok(engine.apply(rule, self.momentum)?)
     }
-
-    fn after_epoch<E: Engine>(
-        &self,
-        _: &mut E,
-        _: usize,
-        _: &mut Surgery,
-    ) -> Result<(), TrainError> {
-        Ok(())
-    }
 }
 
 impl Averaging for EveryEpochs {
-    fn after_step<E: Engine>(&self, _: &mut E, _: u64, _: f32) -> Result<(), TrainError> {
-        Ok(())
-    }
-
     fn after_epoch<E: Engine>(
         &self,
         engine: &mut E,
