@@ -7,7 +7,9 @@ use papa_train::data::{self, Dataset, Splits};
 use papa_train::eval::repair;
 use papa_train::model::{Input, ModelSpec, Network};
 use papa_train::report::EpochRecord;
-use papa_train::train::{train_method, Outcome, Progress, Silent, TrainError};
+use papa_cpu::Isa;
+use papa_train::engine::Reference;
+use papa_train::train::{train_method, train_on, Outcome, Progress, Silent, TrainError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Bundled Fashion-MNIST with small validation and test splits, so that a test trains in
@@ -149,6 +151,45 @@ fn resume_after_an_interruption_gives_the_same_bits() {
         &Silent,
     );
     assert!(refused.is_err());
+
+    // So is a checkpoint written by an engine on another path: resuming it elsewhere would
+    // not give an uninterrupted run's bits.
+    let mut reference = Reference::new(&spec, cfg.population, cfg.batch).unwrap();
+    let other_path = train_on(
+        &mut reference,
+        &cfg,
+        &splits,
+        Method::PapaAll,
+        Some(&checkpoint),
+        &Silent,
+    );
+    match other_path {
+        Err(TrainError::OtherCpuPath { written, here, .. }) => {
+            assert_eq!(here, "f64");
+            assert_eq!(written, Isa::detect().name());
+        }
+        Err(e) => panic!("expected OtherCpuPath, got {e}"),
+        Ok(_) => panic!("a checkpoint of another path was resumed"),
+    }
+}
+
+#[test]
+fn the_trainer_runs_any_engine() {
+    // The f64 reference engine through the same trainer: the same run to rounding (20 PAPA
+    // steps of a small MLP), so accuracies agree closely; its path is recorded.
+    let splits = small_splits();
+    let cfg = small_config("mlp:32");
+    let spec = spec_for(&cfg, &splits);
+    let cpu = run(&cfg, &splits, Method::Papa, 2, None);
+    let mut reference = Reference::new(&spec, cfg.population, cfg.batch).unwrap();
+    let f64_run = train_on(&mut reference, &cfg, &splits, Method::Papa, None, &Silent).unwrap();
+    assert_eq!(f64_run.result.cpu_path, "f64");
+    assert_eq!(cpu.result.cpu_path, Isa::detect().name());
+    for (a, b) in cpu.result.members.iter().zip(&f64_run.result.members) {
+        assert!((a - b).abs() <= 1.0, "member accuracy {a} (CPU) against {b} (f64)");
+    }
+    let (a, b) = (cpu.result.final_model, f64_run.result.final_model);
+    assert!((a - b).abs() <= 1.0, "final model {a} (CPU) against {b} (f64)");
 }
 
 #[test]
