@@ -2,13 +2,13 @@
 //! bits, REPAIR reaching its goal statistics through the engine, and every method running.
 
 use papa_core::repair::{accumulate, channel_stats, goal_stats, ChannelStats, Moments};
+use papa_cpu::Isa;
 use papa_train::config::{build_model, Method, TrainConfig};
 use papa_train::data::{self, Dataset, Splits};
+use papa_train::engine::Reference;
 use papa_train::eval::repair;
 use papa_train::model::{Input, ModelSpec, Network};
 use papa_train::report::EpochRecord;
-use papa_cpu::Isa;
-use papa_train::engine::Reference;
 use papa_train::train::{train_method, train_on, Outcome, Progress, Silent, TrainError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -186,10 +186,16 @@ fn the_trainer_runs_any_engine() {
     assert_eq!(f64_run.result.cpu_path, "f64");
     assert_eq!(cpu.result.cpu_path, Isa::detect().name());
     for (a, b) in cpu.result.members.iter().zip(&f64_run.result.members) {
-        assert!((a - b).abs() <= 1.0, "member accuracy {a} (CPU) against {b} (f64)");
+        assert!(
+            (a - b).abs() <= 1.0,
+            "member accuracy {a} (CPU) against {b} (f64)"
+        );
     }
     let (a, b) = (cpu.result.final_model, f64_run.result.final_model);
-    assert!((a - b).abs() <= 1.0, "final model {a} (CPU) against {b} (f64)");
+    assert!(
+        (a - b).abs() <= 1.0,
+        "final model {a} (CPU) against {b} (f64)"
+    );
 }
 
 #[test]
