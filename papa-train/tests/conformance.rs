@@ -1,5 +1,6 @@
 //! The conformance suite every engine runs: forward, every gradient, running statistics, one
-//! SGD step, each PAPA rule, soups and diversity against the f64 [`Reference`] engine (whose
+//! SGD step, each PAPA rule, soups, diversity, BatchNorm re-estimation and REPAIR's
+//! statistics and folding against the f64 [`Reference`] engine (whose
 //! own gradients are checked against finite differences in tests/reference.rs, and here
 //! again through the engine's), and PyTorch's parameter names and order.
 //!
@@ -7,12 +8,14 @@
 //! has. papa-cuda runs it unchanged with its own.
 
 use papa_core::layout::TensorKind;
+use papa_core::repair::Correction;
 use papa_core::rng::Rng;
 use papa_core::rules::Weights;
 use papa_cpu::Isa;
 use papa_model::layer::Layer;
 use papa_model::zoo;
 use papa_train::engine::{CpuEngine, Engine, EngineError, Reference, Rule};
+use papa_train::eval::RepairGoal;
 use papa_train::model::{soft_cross_entropy, Input, Mode, ModelSpec};
 use papa_train::optim::Sgd;
 
@@ -151,6 +154,7 @@ pub fn conformance<E: Engine>(make: Make<'_, E>) {
         gradients_match_finite_differences(make, &spec, name);
         sgd_step(make, &spec, name);
         rules(make, &spec, name);
+        surgery(make, &spec, name);
         refusals(make, &spec);
     }
 }
@@ -371,6 +375,78 @@ fn rules<E: Engine>(make: Make<'_, E>, spec: &ModelSpec, name: &str) {
         (d.mean_pairwise_cosine - want.mean_pairwise_cosine).abs() < 1e-5,
         "{name} cosine"
     );
+}
+
+/// BatchNorm re-estimation, REPAIR's layer statistics, folding and a whole REPAIR.
+fn surgery<E: Engine>(make: Make<'_, E>, spec: &ModelSpec, name: &str) {
+    let calibration = &input(spec, 71)[..2 * B * spec.input_len()];
+    let (mut engine, mut reference) = pair(make, spec, 72);
+    engine.reestimate_batchnorm(calibration, B).unwrap();
+    reference.reestimate_batchnorm(calibration, B).unwrap();
+    let (params, want) = (download(&engine).0, download(&reference).0);
+    assert_close(
+        &format!("{name} re-estimated statistics"),
+        &params,
+        &want,
+        1e-5,
+    );
+    let layers = spec.repairable().count();
+    assert!(layers >= 2, "{name}: the suite needs repairable layers");
+    for layer in 0..layers {
+        let (m, w) = (
+            engine.layer_moments(layer, calibration, B).unwrap(),
+            reference.layer_moments(layer, calibration, B).unwrap(),
+        );
+        let stats = |m: &[papa_core::repair::Moments]| -> Vec<f32> {
+            m.iter()
+                .flat_map(|m| [m.mean() as f32, m.std() as f32, m.count() as f32])
+                .collect()
+        };
+        assert_close(
+            &format!("{name} layer {layer} moments"),
+            &stats(&m),
+            &stats(&w),
+            1e-4,
+        );
+        let fixes: Vec<Correction> = (0..m.len())
+            .map(|i| Correction {
+                scale: 0.5 + (i % 7) as f64 / 7.0,
+                shift: (i % 5) as f64 / 10.0 - 0.2,
+            })
+            .collect();
+        engine.fold(layer, &fixes).unwrap();
+        reference.fold(layer, &fixes).unwrap();
+        let (params, want) = (download(&engine).0, download(&reference).0);
+        assert_close(
+            &format!("{name} layer {layer} folded"),
+            &params,
+            &want,
+            1e-6,
+        );
+        assert!(engine.fold(layer, &fixes[1..]).is_err());
+    }
+    assert!(engine.layer_moments(layers, calibration, B).is_err());
+    assert!(engine.reestimate_batchnorm(&calibration[1..], B).is_err());
+    // A whole REPAIR of PAPA-2 children, measured on each engine.
+    let pairs = [(0, 1), (1, 2), (0, 2)];
+    let weights: Vec<Vec<f32>> = pairs
+        .iter()
+        .map(|&(a, b)| {
+            (0..P)
+                .map(|j| if j == a || j == b { 0.5 } else { 0.0 })
+                .collect()
+        })
+        .collect();
+    let (mut engine, mut reference) = pair(make, spec, 73);
+    let goal = RepairGoal::measure(&mut engine, calibration, B).unwrap();
+    engine.apply(Rule::Pairs(&pairs), false).unwrap();
+    goal.repair(&mut engine, &weights, calibration, B).unwrap();
+    let goal = RepairGoal::measure(&mut reference, calibration, B).unwrap();
+    reference.apply(Rule::Pairs(&pairs), false).unwrap();
+    goal.repair(&mut reference, &weights, calibration, B)
+        .unwrap();
+    let (params, want) = (download(&engine).0, download(&reference).0);
+    assert_close(&format!("{name} REPAIRed children"), &params, &want, 1e-4);
 }
 
 /// Bad calls are errors, not panics, and leave the population as it was.

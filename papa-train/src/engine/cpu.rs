@@ -1,12 +1,13 @@
 //! The CPU engine: [`Network`]'s population-batched f32 kernels and papa-core's rules, both
 //! on the CPU path detected at run time (papa-cpu).
 
-use super::{Diversity, Engine, EngineError, Rule};
-use crate::model::{self, Input, Mode, ModelSpec, Network};
+use super::{calibration_batches, Diversity, Engine, EngineError, Rule};
+use crate::model::{self, reset_running_stats, Input, Mode, ModelSpec, Network, BN_MOMENTUM};
 use crate::optim::Sgd;
 use papa_core::diversity::{distances_to_mean, mean_pairwise_cosine};
 use papa_core::layout::{Layout, TensorSpec};
 use papa_core::population::{Contiguous, Population};
+use papa_core::repair::{accumulate, fold_correction, Bias, Correction, Moments};
 use papa_core::rules::{papa2_scratch_len, Options, Weights};
 use papa_core::LengthMismatch;
 use papa_cpu::{rules, Isa};
@@ -212,5 +213,85 @@ impl Engine for CpuEngine {
             distance_to_mean,
             mean_pairwise_cosine,
         })
+    }
+
+    fn reestimate_batchnorm(
+        &mut self,
+        calibration: &[f32],
+        batch: usize,
+    ) -> Result<(), EngineError> {
+        let batches = calibration_batches(calibration, batch, self.net.spec().input_len())?;
+        self.has_gradients = false;
+        if !reset_running_stats(self.net.spec(), &mut self.params) {
+            return Ok(());
+        }
+        self.net.set_bn_momentum(None);
+        let result = batches.into_iter().try_for_each(|input| {
+            let input = Input::Shared(input);
+            self.net
+                .forward(&mut self.params, input, Mode::Train)
+                .map(|_| ())
+        });
+        self.net.set_bn_momentum(Some(BN_MOMENTUM));
+        Ok(result?)
+    }
+
+    fn layer_moments(
+        &mut self,
+        layer: usize,
+        calibration: &[f32],
+        batch: usize,
+    ) -> Result<Vec<Moments>, EngineError> {
+        let (p, spec) = (self.population(), self.net.spec());
+        let channels = spec
+            .repairable()
+            .nth(layer)
+            .ok_or(EngineError::NoSuchLayer(layer))?
+            .channels;
+        let batches = calibration_batches(calibration, batch, spec.input_len())?;
+        self.has_gradients = false;
+        let mut moments = vec![Moments::EMPTY; p * channels];
+        for input in batches {
+            self.net.evaluate(&self.params, Input::Shared(input))?;
+            let out = self.net.pre_activation(layer)?;
+            for (m, stats) in moments.chunks_exact_mut(channels).enumerate() {
+                accumulate(stats, out.member(m), channels, 1).map_err(EngineError::Repair)?;
+            }
+        }
+        Ok(moments)
+    }
+
+    fn fold(&mut self, layer: usize, corrections: &[Correction]) -> Result<(), EngineError> {
+        let (p, n, spec) = (self.population(), self.net.spec().len(), self.net.spec());
+        let target = spec
+            .repairable()
+            .nth(layer)
+            .ok_or(EngineError::NoSuchLayer(layer))?;
+        let c = target.channels;
+        Self::check_len("corrections (P x C)", p * c, corrections.len())?;
+        let missing = || EngineError::NoSuchLayer(layer);
+        let weight = spec.find(&target.weight).ok_or_else(missing)?;
+        let bias = spec.find(&target.bias).ok_or_else(missing)?;
+        let w_range = weight.offset..weight.offset + weight.shape.iter().product::<usize>();
+        let b_offset = bias.offset;
+        if w_range.end > b_offset {
+            let what = "REPAIR of a layer whose bias precedes its weight";
+            return Err(model::Error::Unsupported {
+                op: target.op,
+                what,
+            }
+            .into());
+        }
+        for (member, fix) in self
+            .params
+            .chunks_exact_mut(n)
+            .zip(corrections.chunks_exact(c))
+        {
+            let (w, rest) = member.split_at_mut(b_offset);
+            let b = &mut rest[..c];
+            fold_correction(&mut w[w_range.clone()], Bias::Existing(b), fix)
+                .map_err(EngineError::Repair)?;
+        }
+        Ok(())
     }
 }

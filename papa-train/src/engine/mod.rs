@@ -15,6 +15,7 @@ pub use reference::Reference;
 
 use crate::model::{self, Input, Mode, ModelSpec};
 use crate::optim::{OptimError, Sgd};
+use papa_core::repair::{Correction, Moments};
 use papa_core::rules::Weights;
 
 /// What an engine refused.
@@ -29,6 +30,12 @@ pub enum EngineError {
     /// The optimizer refused its settings or buffers.
     #[error(transparent)]
     Optim(#[from] OptimError),
+    /// REPAIR's arithmetic refused its input (e.g. a non-finite activation or correction).
+    #[error("REPAIR: {0}")]
+    Repair(papa_core::Error),
+    /// No repairable layer of that index.
+    #[error("no repairable layer {0}")]
+    NoSuchLayer(usize),
     /// `sgd_step` was called without the gradients of a backward pass.
     #[error("sgd_step needs the gradients of a preceding backward")]
     NoGradients,
@@ -97,4 +104,39 @@ pub trait Engine {
     fn average(&self, weights: Weights<'_>) -> Result<Vec<f32>, EngineError>;
     /// The members' spread over their trainable entries.
     fn diversity(&self) -> Result<Diversity, EngineError>;
+
+    /// Resets every member's BatchNorm running statistics and counters and re-estimates them
+    /// as PyTorch's cumulative average (`momentum=None`) over train-mode forwards of
+    /// `calibration`: whole batches of `batch` samples, the same for every member.
+    fn reestimate_batchnorm(
+        &mut self,
+        calibration: &[f32],
+        batch: usize,
+    ) -> Result<(), EngineError>;
+    /// Each member's per-channel moments of repairable layer `layer`'s outputs (before any
+    /// activation; see `ModelSpec::repairable`) over eval-mode forwards of `calibration`
+    /// (whole batches of `batch`): `P x C`, member-major.
+    fn layer_moments(
+        &mut self,
+        layer: usize,
+        calibration: &[f32],
+        batch: usize,
+    ) -> Result<Vec<Moments>, EngineError>;
+    /// Folds per-member, per-channel corrections (`P x C`: `y <- scale y + shift`) into
+    /// repairable layer `layer`'s weight and bias.
+    fn fold(&mut self, layer: usize, corrections: &[Correction]) -> Result<(), EngineError>;
+}
+
+/// The calibration batches of `calibration`: whole batches of `batch` samples of
+/// `sample_len` values, or an error naming the length.
+pub(crate) fn calibration_batches(
+    calibration: &[f32],
+    batch: usize,
+    sample_len: usize,
+) -> Result<core::slice::ChunksExact<'_, f32>, EngineError> {
+    let per = (batch * sample_len).max(1);
+    let whole = calibration.len() / per * per;
+    papa_core::LengthMismatch::check("calibration (whole batches)", whole, calibration.len())
+        .map_err(model::Error::from)?;
+    Ok(calibration.chunks_exact(per))
 }

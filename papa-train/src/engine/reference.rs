@@ -3,10 +3,11 @@
 //! and no rule with papa-core, so that the conformance suite compares two independent
 //! implementations.
 
-use super::{Diversity, Engine, EngineError, Rule};
+use super::{calibration_batches, Diversity, Engine, EngineError, Rule};
 use crate::model::{self, Input, Mode, ModelSpec, BN_EPS, BN_MOMENTUM};
 use crate::optim::{OptimError, Sgd};
 use papa_core::layout::TensorKind;
+use papa_core::repair::{Correction, Moments};
 use papa_core::rules::Weights;
 use papa_core::{LengthMismatch, WEIGHT_SUM_TOLERANCE};
 use papa_model::plan::{ConvLayer, LinearLayer, Op};
@@ -45,6 +46,8 @@ pub struct Reference {
     grads_f32: Vec<f32>,
     /// Whether `grads` came from a backward that no step has used yet.
     fresh_grads: bool,
+    /// BatchNorm's running-statistics momentum; `None` is the cumulative average.
+    bn_momentum: Option<f64>,
 }
 
 /// A forward pass, as its backward needs it.
@@ -113,6 +116,7 @@ impl Reference {
             grads: vec![0.0; population * n],
             grads_f32: vec![0.0; population * n],
             fresh_grads: false,
+            bn_momentum: Some(f64::from(BN_MOMENTUM)),
         })
     }
 
@@ -395,11 +399,17 @@ impl<'o> Layer<'o> {
 
 /// One op's forward for one member's batch of `b` samples; Train-mode BatchNorm also updates
 /// the running statistics in `params`.
-fn forward_op(op: &Op, params: &mut [f64], x: &[f64], b: usize, mode: Mode) -> Vec<f64> {
+fn forward_op(
+    op: &Op,
+    params: &mut [f64],
+    x: &[f64],
+    b: usize,
+    (mode, momentum): (Mode, Option<f64>),
+) -> Vec<f64> {
     match Layer::of(op) {
         Layer::Conv(c) => conv_forward(c, params, x, b),
         Layer::Linear(l) => linear_forward(l, params, x, b),
-        Layer::BatchNorm(bn) => bn_forward(&bn, params, x, b, mode),
+        Layer::BatchNorm(bn) => bn_forward(&bn, params, x, b, (mode, momentum)),
         Layer::Relu => relu_forward(x),
         Layer::MaxPool(pool) => pool_forward(&pool, x, b),
         // NCHW is already the flattened order.
@@ -564,7 +574,13 @@ fn normaliser(bn: &Bn, p: &[f64], x: &[f64], b: usize, mode: Mode, ch: usize) ->
 
 /// `y = gamma (x - mean) / sqrt(var + eps) + beta`; in Train mode, then PyTorch's update of
 /// the running statistics (unbiased variance) and of `num_batches_tracked`.
-fn bn_forward(bn: &Bn, p: &mut [f64], x: &[f64], b: usize, mode: Mode) -> Vec<f64> {
+fn bn_forward(
+    bn: &Bn,
+    p: &mut [f64],
+    x: &[f64],
+    b: usize,
+    (mode, momentum): (Mode, Option<f64>),
+) -> Vec<f64> {
     let mut y = vec![0.0; x.len()];
     for ch in 0..bn.c {
         let (mean, inv_std) = normaliser(bn, p, x, b, mode, ch);
@@ -574,13 +590,16 @@ fn bn_forward(bn: &Bn, p: &mut [f64], x: &[f64], b: usize, mode: Mode) -> Vec<f6
         }
     }
     if mode == Mode::Train {
-        update_running_stats(bn, p, x, b);
+        update_running_stats(bn, p, x, b, momentum);
     }
     y
 }
 
-fn update_running_stats(bn: &Bn, p: &mut [f64], x: &[f64], b: usize) {
-    let m = f64::from(BN_MOMENTUM);
+/// PyTorch's update: the counter first, then the running statistics with `momentum`, or with
+/// `1 / counter` (the cumulative average) when it is `None`.
+fn update_running_stats(bn: &Bn, p: &mut [f64], x: &[f64], b: usize, momentum: Option<f64>) {
+    p[bn.count] += 1.0;
+    let m = momentum.unwrap_or(1.0 / p[bn.count]);
     let count = (b * bn.spatial) as f64;
     for ch in 0..bn.c {
         let (mean, var) = batch_stats(bn, x, b, ch);
@@ -588,7 +607,6 @@ fn update_running_stats(bn: &Bn, p: &mut [f64], x: &[f64], b: usize) {
         p[bn.mean + ch] = (1.0 - m) * p[bn.mean + ch] + m * mean;
         p[bn.var + ch] = (1.0 - m) * p[bn.var + ch] + m * unbiased;
     }
-    p[bn.count] += 1.0;
 }
 
 /// Train mode: the gradient through the batch statistics,
@@ -783,7 +801,7 @@ impl Engine for Reference {
             let mut x: Vec<f64> = data.iter().map(|&v| f64::from(v)).collect();
             for (op, tape) in self.spec.ops().iter().zip(&mut inputs) {
                 tape.extend_from_slice(&x);
-                x = forward_op(op, member, &x, b, mode);
+                x = forward_op(op, member, &x, b, (mode, self.bn_momentum));
             }
             logits.extend(x);
         }
@@ -882,5 +900,105 @@ impl Engine for Reference {
             distance_to_mean: distances_to_mean(&members),
             mean_pairwise_cosine: mean_pairwise_cosine(&members)?,
         })
+    }
+
+    fn reestimate_batchnorm(
+        &mut self,
+        calibration: &[f32],
+        batch: usize,
+    ) -> Result<(), EngineError> {
+        let batches = calibration_batches(calibration, batch, self.spec.input_len())?;
+        let n = self.spec.len();
+        for t in self.spec.tensors() {
+            let fill = match t.kind {
+                TensorKind::BnRunningMean | TensorKind::Counter => 0.0,
+                TensorKind::BnRunningVar => 1.0,
+                _ => continue,
+            };
+            let len: usize = t.shape.iter().product();
+            for member in self.params.chunks_exact_mut(n) {
+                member[t.offset..t.offset + len].fill(fill);
+            }
+        }
+        self.bn_momentum = None;
+        let result = batches
+            .into_iter()
+            .try_for_each(|x| self.forward(Input::Shared(x), Mode::Train).map(|_| ()));
+        self.bn_momentum = Some(f64::from(BN_MOMENTUM));
+        result
+    }
+
+    fn layer_moments(
+        &mut self,
+        layer: usize,
+        calibration: &[f32],
+        batch: usize,
+    ) -> Result<Vec<Moments>, EngineError> {
+        let target = self
+            .spec
+            .repairable()
+            .nth(layer)
+            .ok_or(EngineError::NoSuchLayer(layer))?
+            .clone();
+        let (p, c) = (self.population, target.channels);
+        let out_len = self.spec.ops()[target.op].out_len();
+        let spatial = out_len / c.max(1);
+        let batches = calibration_batches(calibration, batch, self.spec.input_len())?;
+        let mut moments = vec![Moments::EMPTY; p * c];
+        for x in batches {
+            self.forward(Input::Shared(x), Mode::Eval)?;
+            // The op's output is the next op's recorded input (or the logits after the last).
+            let tape = self.tape.as_ref().ok_or(model::Error::NoForward)?;
+            let outputs = match tape.inputs.get(target.op + 1) {
+                Some(next) => next.as_slice(),
+                None => self.logits.as_slice(),
+            };
+            for m in 0..p {
+                for ch in 0..c {
+                    let values: Vec<f32> = (0..batch)
+                        .flat_map(|s| {
+                            let at = (m * batch + s) * out_len + ch * spatial;
+                            outputs[at..at + spatial].iter().map(|&v| v as f32)
+                        })
+                        .collect();
+                    moments[m * c + ch].merge(&Moments::of(&values));
+                }
+            }
+        }
+        self.tape = None;
+        Ok(moments)
+    }
+
+    fn fold(&mut self, layer: usize, corrections: &[Correction]) -> Result<(), EngineError> {
+        let target = self
+            .spec
+            .repairable()
+            .nth(layer)
+            .ok_or(EngineError::NoSuchLayer(layer))?;
+        let (n, c) = (self.spec.len(), target.channels);
+        check_len(
+            "corrections (P x C)",
+            self.population * c,
+            corrections.len(),
+        )?;
+        let missing = || EngineError::NoSuchLayer(layer);
+        let weight = self.spec.find(&target.weight).ok_or_else(missing)?;
+        let bias = self.spec.find(&target.bias).ok_or_else(missing)?;
+        let fan_in = weight.shape.iter().product::<usize>() / c.max(1);
+        for (member, fix) in self
+            .params
+            .chunks_exact_mut(n)
+            .zip(corrections.chunks_exact(c))
+        {
+            for (ch, f) in fix.iter().enumerate() {
+                let row = weight.offset + ch * fan_in;
+                member[row..row + fan_in]
+                    .iter_mut()
+                    .for_each(|w| *w *= f.scale);
+                let b = &mut member[bias.offset + ch];
+                *b = *b * f.scale + f.shift;
+            }
+        }
+        Ok(())
     }
 }

@@ -33,8 +33,28 @@ pub use loss::{argmax, count_correct, soft_cross_entropy};
 pub use network::{Input, LayerOutput, Mode, Network};
 pub use papa_model::{ModelSpec, RepairableLayer, TensorInfo, BN_EPS, BN_MOMENTUM};
 
+use papa_core::layout::TensorKind;
 use papa_core::LengthMismatch;
 use papa_model::ModelError;
+
+/// Resets the BatchNorm running statistics and counters of every member of `params`
+/// (`P x N`) as PyTorch's `reset_running_stats` does: mean 0, variance 1, count 0.
+/// Whether the model has a BatchNorm at all (nothing to re-estimate otherwise).
+pub fn reset_running_stats(spec: &ModelSpec, params: &mut [f32]) -> bool {
+    let mut any = false;
+    for member in params.chunks_exact_mut(spec.len().max(1)) {
+        for t in spec.tensors() {
+            let fill = match t.kind {
+                TensorKind::BnRunningMean | TensorKind::Counter => 0.0,
+                TensorKind::BnRunningVar => 1.0,
+                _ => continue,
+            };
+            any |= t.kind == TensorKind::BnRunningMean;
+            member[t.offset..t.offset + t.shape.iter().product::<usize>()].fill(fill);
+        }
+    }
+    any
+}
 
 /// What went wrong in a model call; every public entry point checks its buffers and returns
 /// this instead of panicking.

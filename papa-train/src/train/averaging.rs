@@ -139,9 +139,8 @@ impl Averaging for EveryEpochs {
         if epoch + 1 >= self.epochs || !self.schedule.due_after_epoch(epoch as u64 + 1) {
             return Ok(());
         }
-        let (p, n) = (engine.population(), engine.spec().len());
-        let (mut parents, mut velocity) = (vec![0.0; p * n], vec![0.0; p * n]);
-        engine.download(&mut parents, &mut velocity)?;
+        let p = engine.population();
+        let goal = surgery.goal(engine)?;
         // Each child's weights over the parents, for REPAIR's goal statistics.
         let weights: Vec<Vec<f32>> = if self.pairs {
             let mut pairs = vec![(0, 0); p];
@@ -164,9 +163,6 @@ impl Averaging for EveryEpochs {
             engine.apply(rule, self.momentum)?;
             vec![vec![1.0 / p as f32; p]; p]
         };
-        let mut children = vec![0.0; p * n];
-        engine.download(&mut children, &mut velocity)?;
-        surgery.repair(&mut children, &parents, &weights)?;
-        Ok(engine.upload(&children, &velocity)?)
+        Ok(surgery.repair_on(engine, &goal, &weights)?)
     }
 }

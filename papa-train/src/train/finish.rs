@@ -4,7 +4,7 @@
 use super::surgery::Surgery;
 use super::{Run, State, TrainError};
 use crate::engine::Engine;
-use crate::eval::{EvalError, PopulationAccuracy};
+use crate::eval::{population_accuracy, EvalError, PopulationAccuracy};
 use crate::report::{Accuracy, MethodResult};
 use papa_core::layout::Layout;
 use papa_core::population::Contiguous;
@@ -30,14 +30,14 @@ struct Greedy {
 /// candidate with the best validation accuracy (ties keep the earlier, simpler one).
 pub(super) fn finish<E: Engine>(
     run: &Run<'_>,
-    engine: &E,
+    engine: &mut E,
     surgery: &mut Surgery,
     params: &[f32],
     state: &State,
 ) -> Result<(MethodResult, Vec<f32>), TrainError> {
     let p = run.p;
-    let test_acc = surgery.accuracy(params, &run.splits.test)?;
-    let val_acc = surgery.accuracy(params, &run.splits.val)?;
+    let test_acc = population_accuracy(engine, &run.splits.test)?;
+    let val_acc = population_accuracy(engine, &run.splits.val)?;
     let uniform = run.uniform_soup(engine, surgery)?;
     let uniform_repaired = repaired(surgery, params, &vec![1.0 / p as f32; p], &uniform)?;
     let greedy = greedy(run, surgery, params)?;

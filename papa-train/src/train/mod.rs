@@ -13,7 +13,7 @@ use crate::checkpoint::{load_state, save_state, CheckpointError};
 use crate::config::{Augmentation, ConfigError, Method, TrainConfig};
 use crate::data::{batches_per_epoch, DataError, Splits};
 use crate::engine::{CpuEngine, Engine, EngineError};
-use crate::eval::EvalError;
+use crate::eval::{population_accuracy, EvalError};
 use crate::model::{self, soft_cross_entropy, Input, Mode, ModelSpec};
 use crate::optim::{LrSchedule, OptimError, Sgd};
 use crate::report::{EpochRecord, MethodResult};
@@ -444,15 +444,13 @@ impl<'a> Run<'a> {
     /// Per-epoch record: members' and average model's test accuracy, diversity.
     fn measure<E: Engine>(
         &self,
-        engine: &E,
+        engine: &mut E,
         surgery: &mut Surgery,
         epoch: usize,
         train_loss: f32,
     ) -> Result<EpochRecord, TrainError> {
         let test = &self.splits.test;
-        let (mut params, mut velocity) = (vec![0.0; self.p * self.n], vec![0.0; self.p * self.n]);
-        engine.download(&mut params, &mut velocity)?;
-        let members = surgery.accuracy(&params, test)?.members;
+        let members = population_accuracy(engine, test)?.members;
         let soup = self.uniform_soup(engine, surgery)?;
         let average_acc = surgery.accuracy(&soup, test)?.members[0];
         let diversity = engine.diversity()?;

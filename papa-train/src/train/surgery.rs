@@ -2,7 +2,8 @@
 //! re-estimation and REPAIR, however often a run asks.
 
 use crate::data::Dataset;
-use crate::eval::{EvalError, Evaluator, PopulationAccuracy};
+use crate::engine::Engine;
+use crate::eval::{EvalError, Evaluator, PopulationAccuracy, RepairGoal};
 use crate::model::ModelSpec;
 
 /// An [`Evaluator`] with the run's calibration batches (fixed, unaugmented training
@@ -35,6 +36,21 @@ impl Surgery {
     pub(super) fn reestimate(&mut self, params: &mut [f32]) -> Result<(), EvalError> {
         self.eval
             .reestimate_batchnorm(params, &self.samples, self.batch)
+    }
+
+    /// What REPAIR of children of the parents `engine` holds now aims at.
+    pub(super) fn goal<E: Engine>(&self, engine: &mut E) -> Result<RepairGoal, EvalError> {
+        RepairGoal::measure(engine, &self.samples, self.batch)
+    }
+
+    /// REPAIR of the children `engine` holds towards `goal`, child `k` with `weights[k]`.
+    pub(super) fn repair_on<E: Engine>(
+        &self,
+        engine: &mut E,
+        goal: &RepairGoal,
+        weights: &[Vec<f32>],
+    ) -> Result<(), EvalError> {
+        goal.repair(engine, weights, &self.samples, self.batch)
     }
 
     /// REPAIR of `children` towards `parents` combined with each child's `weights`.
