@@ -7,8 +7,9 @@ use clap::Args;
 use papa_train::checkpoint::{save_model, write_atomic};
 use papa_train::config::{build_model, Method, TrainConfig};
 use papa_train::data;
+use papa_train::engine::CpuEngine;
 use papa_train::report::{markdown_table, write_report, MethodResult, RunReport};
-use papa_train::train::{member_recipes, model_card, train_method};
+use papa_train::train::{member_recipes, model_card, train_on};
 use std::path::{Path, PathBuf};
 
 /// Where a run goes unless told: the latest run only, replaced by the next.
@@ -98,6 +99,9 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         splits.train.width,
     ];
     let spec = build_model(&cfg.model, shape, splits.train.classes)?;
+    // Built before anything is written, so that a population too big for this machine is
+    // refused without leaving a half-made run directory; every method reuses it.
+    let mut engine = CpuEngine::new(&spec, cfg.population, cfg.batch)?;
     if args.resume.is_none() {
         let replace = args.force || out == Path::new(DEFAULT_OUT);
         run_dir::claim(&out, &cfg, replace)?;
@@ -146,7 +150,14 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         }
         let progress = MethodProgress::new(method.name(), cfg.epochs);
         let checkpoint = checkpoints.join(format!("{}.safetensors", method.name()));
-        let outcome = train_method(&cfg, &splits, &spec, method, Some(&checkpoint), &progress)?;
+        let outcome = train_on(
+            &mut engine,
+            &cfg,
+            &splits,
+            method,
+            Some(&checkpoint),
+            &progress,
+        )?;
         progress.finish();
         let card = model_card(&cfg, &splits, &spec, &outcome.result);
         save_model(&model_path, &card, &outcome.model)?;

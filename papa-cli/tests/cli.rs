@@ -37,6 +37,10 @@ fn bad_input_is_a_clear_error() {
     fails_cleanly(&["--model", "resnet-900"], "unknown model `resnet-900`");
     fails_cleanly(&["--population", "0"], "population");
     fails_cleanly(&["--data", "/nonexistent/data"], "/nonexistent/data");
+    // Sizes no machine holds (terabytes) are refused before anything is written, not aborted.
+    let too_big = "more than this machine can allocate";
+    fails_cleanly(&["--population", "10000000"], too_big);
+    fails_cleanly(&["--model", "mlp:99999999999"], too_big);
     let help = String::from_utf8_lossy(&papa(&["train", "--help"]).stdout).into_owned();
     assert!(
         help.contains("papa-2") && help.contains("papa-all"),

@@ -56,8 +56,8 @@ impl CpuEngine {
         Layout::new(&spec.tensor_specs())?;
         Ok(Self {
             net,
-            params: vec![0.0; population * n],
-            velocity: vec![0.0; population * n],
+            params: model::zeroed("population", &[population, n])?,
+            velocity: model::zeroed("momentum", &[population, n])?,
             has_gradients: false,
             trainable: spec.trainable_ranges(),
         })

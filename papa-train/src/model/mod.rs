@@ -37,6 +37,29 @@ use papa_core::layout::TensorKind;
 use papa_core::LengthMismatch;
 use papa_model::ModelError;
 
+/// A zeroed buffer of `factors` multiplied values, or [`Error::OutOfMemory`] naming it.
+pub(crate) fn zeroed<T: Clone + Default>(
+    what: &'static str,
+    factors: &[usize],
+) -> Result<Vec<T>, Error> {
+    let elem = std::mem::size_of::<T>() as u64;
+    let count = factors
+        .iter()
+        .try_fold(1usize, |acc, &f| acc.checked_mul(f));
+    let too_big = || Error::OutOfMemory {
+        what,
+        bytes: factors
+            .iter()
+            .try_fold(elem, |acc, &f| acc.checked_mul(f as u64))
+            .unwrap_or(u64::MAX),
+    };
+    let len = count.ok_or_else(too_big)?;
+    let mut buffer = Vec::new();
+    buffer.try_reserve_exact(len).map_err(|_| too_big())?;
+    buffer.resize(len, T::default());
+    Ok(buffer)
+}
+
 /// Resets the BatchNorm running statistics and counters of every member of `params`
 /// (`P x N`) as PyTorch's `reset_running_stats` does: mean 0, variance 1, count 0.
 /// Whether the model has a BatchNorm at all (nothing to re-estimate otherwise).
@@ -105,6 +128,15 @@ pub enum Error {
     /// The CPU cannot run the path asked for.
     #[error(transparent)]
     Isa(#[from] papa_cpu::IsaError),
+    /// A buffer does not fit in memory (or its size overflows): refused instead of letting
+    /// the allocator abort the process.
+    #[error("the {what} buffer needs {bytes} bytes, more than this machine can allocate (fewer members, a smaller batch or a smaller model)")]
+    OutOfMemory {
+        /// The buffer.
+        what: &'static str,
+        /// Its size (`u64::MAX` when that overflows too).
+        bytes: u64,
+    },
     /// A repairable layer index was out of range.
     #[error("no repairable layer {0}")]
     NoSuchLayer(usize),

@@ -6,7 +6,7 @@ use super::kernels::{
     self, chunks, fill_rows, matmul, par_sample_blocks, par_samples, Batched, Mat, CHUNK, ROW_BLOCK,
 };
 use super::ModelSpec;
-use super::{Error, BN_EPS, BN_MOMENTUM};
+use super::{zeroed, Error, BN_EPS, BN_MOMENTUM};
 use papa_core::LengthMismatch;
 use papa_cpu::Isa;
 use papa_model::plan::{ConvLayer, LinearLayer, Op};
@@ -125,8 +125,7 @@ impl Network {
             return Err(Error::Empty { population, batch });
         }
         supported(spec)?;
-        let rows = population * batch;
-        let mut acts = vec![vec![0.0; rows * spec.input_len()]];
+        let mut acts = vec![zeroed("input", &[population, batch, spec.input_len()])?];
         let mut steps: Vec<Step> = Vec::with_capacity(spec.ops().len());
         let (mut max_c, mut max_conv) = (0, 0);
         for &op in spec.ops() {
@@ -161,13 +160,13 @@ impl Network {
                     bn.fused_relu = true;
                 }
             } else {
-                acts.push(vec![0.0; rows * op.out_len()]);
+                acts.push(zeroed("activation", &[population, batch, op.out_len()])?);
             }
             let (weights, stats, norm) = match op {
                 Op::Conv(ConvLayer { cin, cout, .. }) => {
                     max_conv = max_conv.max(cout * (cin * 9 + 1));
                     (
-                        vec![0.0; Conv::weights_len(population, cin, cout)],
+                        zeroed("conv weight", &[Conv::weights_len(population, cin, cout)])?,
                         vec![],
                         vec![],
                     )
@@ -176,8 +175,8 @@ impl Network {
                     max_c = max_c.max(c);
                     (
                         vec![],
-                        vec![0.0; 2 * population * c],
-                        vec![0.0; 2 * population * c],
+                        zeroed("BatchNorm statistics", &[2, population, c])?,
+                        zeroed("BatchNorm normalisation", &[2, population, c])?,
                     )
                 }
                 _ => (vec![], vec![], vec![]),
@@ -200,10 +199,16 @@ impl Network {
             capacity: batch,
             steps,
             acts,
-            grad: [vec![0.0; max_act], vec![0.0; max_act]],
-            param_grads: vec![0.0; population * spec.len()],
-            partials: vec![0.0; population * chunks(batch) * 2 * max_c],
-            conv_partials: vec![0.0; population * chunks(batch) * max_conv],
+            grad: [
+                zeroed("gradient", &[max_act])?,
+                zeroed("gradient", &[max_act])?,
+            ],
+            param_grads: zeroed("parameter gradient", &[population, spec.len()])?,
+            partials: zeroed(
+                "BatchNorm partial sums",
+                &[population, chunks(batch), 2, max_c],
+            )?,
+            conv_partials: zeroed("conv partial sums", &[population, chunks(batch), max_conv])?,
             batch: 0,
             pending: None,
             momentum: Some(BN_MOMENTUM),
