@@ -71,6 +71,12 @@ pub enum CliError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// `--resume` names a directory without a run's settings.
+    #[error("{} holds no run to resume (no {}): start the run again without --resume", dir.display(), crate::run_dir::CONFIG_FILE)]
+    NothingToResume {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// `--out` holds a run of other settings.
     #[error("{} holds another run (other settings); choose another --out, continue it with --resume, or replace it with --force", out.display())]
     OtherRun {

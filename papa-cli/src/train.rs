@@ -82,7 +82,12 @@ fn configure(args: &TrainArgs) -> Result<TrainConfig, CliError> {
 pub fn run(args: TrainArgs) -> Result<(), CliError> {
     let (out, cfg) = match &args.resume {
         Some(dir) => {
-            let mut cfg = TrainConfig::from_file(&dir.join(run_dir::CONFIG_FILE))?;
+            let config = dir.join(run_dir::CONFIG_FILE);
+            if !config.exists() {
+                // e.g. killed while writing its first file: nothing was trained yet.
+                return Err(CliError::NothingToResume { dir: dir.clone() });
+            }
+            let mut cfg = TrainConfig::from_file(&config)?;
             // The one setting a resumed run may change: results do not depend on it.
             cfg.threads = args.threads.unwrap_or(cfg.threads);
             (dir.clone(), cfg)

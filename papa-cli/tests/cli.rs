@@ -249,6 +249,15 @@ fn resume_refuses_settings_it_would_ignore() {
         assert!(!out.status.success());
         assert!(stderr(&out).contains(flag[0]), "{}", stderr(&out));
     }
+    // A directory a run never got to write its settings into (killed at once) holds
+    // nothing to resume, and says so.
+    let out = papa(&["train", "--resume", run]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("holds no run to resume"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// `papa train` of a tiny run (one member, one epoch, 256 samples) with `extra` flags, in

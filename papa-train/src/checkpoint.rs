@@ -161,7 +161,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
+    remove_stale_temps(dir, &name.to_string_lossy());
     Ok(())
+}
+
+/// Removes the temp files of `name` that writers killed mid-write left in `dir`, so that
+/// repeated kills do not pile them up. Only those of processes that no longer exist go
+/// (this process's own may belong to a concurrent write); where the platform cannot tell
+/// (no `/proc`), none does. Best effort: a failure leaves the file.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let proc_fs = Path::new("/proc");
+    if !proc_fs.join("self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some(Ok(pid)) = rest.split('-').next().map(str::parse::<u32>) else {
+            continue;
+        };
+        if pid != std::process::id() && !proc_fs.join(pid.to_string()).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Little-endian bytes of `values`, whatever the host's byte order (safetensors is LE).

@@ -417,6 +417,36 @@ fn write_atomic_replaces_and_leaves_no_temp_file() {
 }
 
 #[test]
+fn write_atomic_clears_temp_files_of_killed_writers() {
+    if !Path::new("/proc/self").exists() {
+        println!("SKIP: no /proc here: dead writers cannot be told from live ones");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.json");
+    // A process that has exited, standing for a writer killed mid-write.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = dir.path().join(format!(".out.json.tmp-{dead}-0"));
+    let ours = dir
+        .path()
+        .join(format!(".out.json.tmp-{}-999", std::process::id()));
+    let other_file = dir.path().join(format!(".other.json.tmp-{dead}-0"));
+    for f in [&stale, &ours, &other_file] {
+        std::fs::write(f, b"half").unwrap();
+    }
+    write_atomic(&path, b"whole").unwrap();
+    assert!(!stale.exists(), "a dead writer's temp file is left");
+    assert!(
+        ours.exists(),
+        "a live writer's temp file (this process) must stay"
+    );
+    assert!(other_file.exists(), "another target's temp file must stay");
+    assert_eq!(std::fs::read(&path).unwrap(), b"whole");
+}
+
+#[test]
 fn write_atomic_into_a_missing_directory_fails_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no-such-dir").join("out.json");
