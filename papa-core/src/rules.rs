@@ -335,6 +335,21 @@ impl<'a> Combine<'a> {
     ) {
         let term = |j: usize| self.term::<WEIGHTED>(j);
         let scaled = Self::scaled::<WEIGHTED>;
+        if let Ok(acc) = <&mut [f64; CHUNK]>::try_from(&mut *acc) {
+            // A whole chunk: the sums stay in registers over a fixed trip count, member by
+            // member (the same additions in the same order as below).
+            let mut sum = [0.0f64; CHUNK];
+            for j in 0..members {
+                let (c, x) = (term(j), &column(j)[..CHUNK]);
+                if j == 0 {
+                    sum.iter_mut().zip(x).for_each(|(s, &x)| *s = scaled(c, x));
+                } else {
+                    sum.iter_mut().zip(x).for_each(|(s, &x)| *s += scaled(c, x));
+                }
+            }
+            *acc = sum;
+            return;
+        }
         let (c, x) = (term(0), column(0));
         for (a, &x) in acc.iter_mut().zip(x) {
             *a = scaled(c, x);
