@@ -5,7 +5,7 @@ use super::{calibration_batches, Diversity, Engine, EngineError, Rule};
 use crate::model::{self, reset_running_stats, Input, Mode, ModelSpec, Network, BN_MOMENTUM};
 use crate::optim::Sgd;
 use papa_core::diversity::{distances_to_mean, mean_pairwise_cosine};
-use papa_core::layout::{Layout, TensorSpec};
+use papa_core::layout::Layout;
 use papa_core::population::{Contiguous, Population};
 use papa_core::repair::{accumulate, fold_correction, Bias, Correction, Moments};
 use papa_core::rules::{papa2_scratch_len, Options, Weights};
@@ -66,11 +66,6 @@ impl CpuEngine {
     /// The CPU path the kernels run on.
     pub fn isa(&self) -> Isa {
         self.net.isa()
-    }
-
-    /// The model's tensors, for the rules' layout.
-    fn tensors(&self) -> Vec<TensorSpec<'_>> {
-        self.net.spec().tensor_specs()
     }
 
     fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), EngineError> {
@@ -182,7 +177,7 @@ impl Engine for CpuEngine {
     }
 
     fn average(&self, weights: Weights<'_>) -> Result<Vec<f32>, EngineError> {
-        let tensors = self.tensors();
+        let tensors = self.net.spec().tensor_specs();
         let opts = Options {
             layout: Some(Layout::new(&tensors)?),
             check_finite: false,
