@@ -35,8 +35,8 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let (model, batch) = (args.model.as_str(), args.batch);
     let spec = build_model(model, [1, 28, 28], 10)?;
     let (n, classes, sl) = (spec.len(), spec.classes(), spec.input_len());
-    println!("| model | CPU path | P | batch | threads | member-steps/s | ms per step |");
-    println!("|---|---|---|---|---|---|---|");
+    out!("| model | CPU path | P | batch | threads | member-steps/s | ms per step |")?;
+    out!("|---|---|---|---|---|---|---|")?;
     for &p in &args.populations {
         let mut rng = Rng::new(7);
         let mut params: Vec<f32> = vec![0.0; p * n];
@@ -67,12 +67,12 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         }
         let per_step = started.elapsed().as_secs_f64() / args.steps as f64;
         let threads = rayon::current_num_threads();
-        println!(
+        out!(
             "| {model} | {} | {p} | {batch} | {threads} | {:.1} | {:.1} |",
             engine.path(),
             p as f64 / per_step,
             per_step * 1e3
-        );
+        )?;
     }
     Ok(())
 }

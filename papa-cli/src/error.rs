@@ -60,6 +60,9 @@ pub enum CliError {
     /// The results could not be encoded.
     #[error("cannot encode the results: {0}")]
     Json(#[from] serde_json::Error),
+    /// The command's output could not be written (a closed pipe, a full disk).
+    #[error("cannot write the output to stdout: {0}")]
+    Stdout(std::io::Error),
     /// The worker threads could not be started.
     #[error("cannot start the worker threads: {0}")]
     Threads(#[from] rayon::ThreadPoolBuildError),

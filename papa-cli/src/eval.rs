@@ -57,14 +57,14 @@ pub fn run(path: &Path, data_source: Option<&str>) -> Result<(), CliError> {
     // The training run's normalisation, not one recomputed here: the same bits go in.
     splits.test.normalize_with(&card.normalization)?;
     let acc = accuracy(&spec, &model.params, &splits.test)?;
-    println!(
+    out!(
         "{}: test accuracy {:.2}% on {} samples of {source}",
         path.display(),
         acc.members[0],
         splits.test.len()
-    );
+    )?;
     if let Some(p) = provenance {
-        println!("recorded at training time: {}%", p.test_accuracy);
+        out!("recorded at training time: {}%", p.test_accuracy)?;
     }
     Ok(())
 }

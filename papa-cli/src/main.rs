@@ -1,6 +1,23 @@
 //! `papa`: train a population with PAPA on real data, compare it with independent training,
 //! and write out the one model.
 
+/// Prints a line of the command's output; a closed or full stdout is an error, not a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::error::CliError::Stdout)
+    }};
+}
+
+/// Prints a line for the user on stderr; should stderr be unwritable (a full disk under a
+/// log file), the line is lost rather than the run.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod error;
 mod eval;
@@ -49,7 +66,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{}", error::report(&e));
+            note!("{}", error::report(&e));
             ExitCode::FAILURE
         }
     }

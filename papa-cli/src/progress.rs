@@ -81,6 +81,6 @@ impl Progress for MethodProgress {
             self.bar.println(line);
             return;
         }
-        eprintln!("{line}");
+        note!("{line}");
     }
 }

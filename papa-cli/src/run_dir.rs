@@ -31,7 +31,7 @@ pub fn claim(out: &Path, cfg: &TrainConfig, replace: bool) -> Result<(), CliErro
     if !replace {
         return Err(CliError::OtherRun { out: out.into() });
     }
-    eprintln!(
+    note!(
         "papa: {} held another run (other settings); replacing it",
         out.display()
     );

@@ -121,7 +121,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         0 => splits.train.len(),
         limit => limit.min(splits.train.len()),
     };
-    eprintln!(
+    note!(
         "papa: {} members of {} ({} parameters) on {} ({} classes; {} train / {} val / {} test), {} epochs, methods {:?}",
         cfg.population,
         cfg.model,
@@ -146,7 +146,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
             let json =
                 std::fs::read_to_string(&done).map_err(|e| parse(serde_json::Error::io(e)))?;
             results.push(serde_json::from_str::<MethodResult>(&json).map_err(parse)?);
-            eprintln!(
+            note!(
                 "{}: already finished, kept from {}",
                 method.name(),
                 done.display()
@@ -170,7 +170,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
             &done,
             serde_json::to_string_pretty(&outcome.result)?.as_bytes(),
         )?;
-        eprintln!(
+        note!(
             "{}: final model {:.2}% ({}), members mean {:.2}%, {:.0} s",
             method.name(),
             outcome.result.final_model,
@@ -190,8 +190,8 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
     write_report(&report, &out)?;
     #[cfg(feature = "plot")]
     papa_cli::plot::plot_history(&report, &out.join("accuracy.svg"))?;
-    println!("{}", markdown_table(&report));
-    println!(
+    out!("{}", markdown_table(&report))?;
+    out!(
         "written to {}: results.json, results.md, {}<method>.safetensors",
         out.display(),
         if cfg!(feature = "plot") {
@@ -199,6 +199,6 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         } else {
             ""
         }
-    );
+    )?;
     Ok(())
 }
