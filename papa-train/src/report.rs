@@ -28,7 +28,9 @@ pub struct EpochRecord {
     /// Mean cosine similarity over pairs of members (NaN when undefined; `null` in JSON).
     #[serde(deserialize_with = "scalar_or_nan")]
     pub mean_pairwise_cosine: f64,
-    /// Wall time of the epoch.
+    /// Wall time of the epoch. Not written to results or checkpoints: it differs from run
+    /// to run, and those files have the same bytes for the same seed.
+    #[serde(skip)]
     pub seconds: f64,
 }
 
@@ -77,7 +79,9 @@ pub struct MethodResult {
     pub final_model: f32,
     /// Which model that is, e.g. `"greedy soup + REPAIR"`.
     pub final_model_is: String,
-    /// Wall time of the whole method, in seconds.
+    /// Wall time of the whole method, in seconds (results.md shows it; results.json leaves
+    /// it out so that identical runs write identical bytes; 0 when read back from one).
+    #[serde(skip)]
     pub wall_seconds: f64,
     /// The CPU path the engine's kernels ran on (`portable`, `avx2`, `avx512`): runs with
     /// the same seed and path have the same bits (results written before paths: empty).
@@ -92,7 +96,9 @@ pub struct MethodResult {
 pub struct RunReport {
     /// The dataset's name.
     pub dataset: String,
-    /// The command line that produced the results (to rerun them).
+    /// The command line that produced the results, to rerun them (results.md shows it;
+    /// results.json leaves it out: the same run from another directory has the same bytes).
+    #[serde(skip)]
     pub command: String,
     /// One entry per method compared.
     pub results: Vec<MethodResult>,

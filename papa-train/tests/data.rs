@@ -6,7 +6,7 @@ use std::path::Path;
 
 use papa_train::data::{
     batches, batches_per_epoch, csv, epoch_order, eval_ranges, idx, load, load_with, CsvOptions,
-    DataError, LabelColumn, LoadOptions, Splits,
+    DataError, Header, LabelColumn, LoadOptions, Splits,
 };
 
 /// Raw IDX bytes of `n` images of `rows x cols` (pixel = index mod 256) or of labels.
@@ -55,7 +55,7 @@ fn idx_dir() -> tempfile::TempDir {
     write(
         dir.path(),
         "t10k-labels-idx1-ubyte.gz",
-        &gz(&idx_labels(&[0, 1, 2, 3, 4, 0])),
+        &gz(&idx_labels(&[0, 1, 2, 3, 3, 0])),
     );
     dir
 }
@@ -113,8 +113,8 @@ fn idx_directory_split_partitions_training_in_order() {
     let s = load(source, 0.25, 3).unwrap();
     assert_eq!((s.train.len(), s.val.len(), s.test.len()), (15, 5, 6));
     assert_eq!((s.train.channels, s.train.height, s.train.width), (1, 3, 2));
-    // Classes come from the largest label of either file (test holds a 4).
-    assert_eq!(s.train.classes, 5);
+    // Classes come from the largest label (3).
+    assert_eq!(s.train.classes, 4);
     assert!(
         !s.train.hflip_ok,
         "an unnamed directory is not known to be flip-safe"
@@ -138,7 +138,7 @@ fn idx_directory_split_partitions_training_in_order() {
         );
     }
     // The test set is untouched; the split is a function of the seed.
-    assert_eq!(s.test.labels, vec![0, 1, 2, 3, 4, 0]);
+    assert_eq!(s.test.labels, vec![0, 1, 2, 3, 3, 0]);
     assert_eq!(load(source, 0.25, 3).unwrap(), s);
     assert_ne!(ids(&load(source, 0.25, 4).unwrap().val), val);
     assert_eq!(load(source, 0.0, 3).unwrap().val.len(), 0);
@@ -186,11 +186,46 @@ fn csv_header_label_column_and_blank_lines() {
     let opts = CsvOptions {
         label_column: LabelColumn::Index(0),
         classes: Some(10),
+        ..CsvOptions::default()
     };
     let d = csv::parse("7,0.5,0.25\n2,1,1\n", Path::new("t.csv"), &opts).unwrap();
     assert_eq!(d.labels, vec![7, 2]);
     assert_eq!(d.images, vec![0.5, 0.25, 1.0, 1.0]);
     assert_eq!(d.classes, 10);
+}
+
+#[test]
+fn csv_header_is_found_behind_a_bom_and_when_it_numbers_the_columns() {
+    let parse = |text: &str, header| {
+        let options = CsvOptions {
+            header,
+            ..CsvOptions::default()
+        };
+        csv::parse(text, Path::new("t.csv"), &options).unwrap()
+    };
+    // A byte-order mark on a header-less file: the first row is still data.
+    let d = parse("\u{feff}1,2,0\n3,4,1\n", Header::Auto);
+    assert_eq!(
+        (d.labels.clone(), d.images.clone()),
+        (vec![0, 1], vec![1.0, 2.0, 3.0, 4.0])
+    );
+    // ... and a named header behind one is still a header.
+    let d = parse("\u{feff}a,b,label\n3,4,1\n5,6,0\n", Header::Auto);
+    assert_eq!(d.labels, vec![1, 0]);
+    // Columns numbered from 0 (pandas' unnamed columns) are a header, not a sample of class
+    // 4 that would add classes.
+    let d = parse("0,1,2,3,4\n1,2,3,4,0\n5,6,7,8,1\n", Header::Auto);
+    assert_eq!((d.len(), d.classes), (2, 2));
+    // Numeric rows that do not number the columns from 0 are data.
+    for first in ["0,1,2,4,1", "1,2,3,4,1", "0,1"] {
+        let width = first.split(',').count();
+        let second = vec!["0"; width].join(",");
+        let d = parse(&format!("{first}\n{second}\n"), Header::Auto);
+        assert_eq!(d.len(), 2, "{first}");
+    }
+    // The caller decides where the guess would be wrong.
+    assert_eq!(parse("0,1,2\n3,4,1\n", Header::Absent).len(), 2);
+    assert_eq!(parse("7,8,1\n3,4,0\n", Header::Present).len(), 1);
 }
 
 #[test]
@@ -229,7 +264,7 @@ fn csv_errors_name_file_line_and_column() {
             "1,2,0\n",
             CsvOptions {
                 label_column: LabelColumn::Index(5),
-                classes: None,
+                ..CsvOptions::default()
             },
             (1, 6),
             "label column",
@@ -259,7 +294,7 @@ fn csv_errors_name_file_line_and_column() {
 fn csv_directory_loads_with_shared_classes() {
     let dir = tempfile::tempdir().unwrap();
     let train: String = (0..30)
-        .map(|i| format!("{i},{},{}\n", i * 2, i % 3))
+        .map(|i| format!("{i},{},{}\n", i * 2, i % 4))
         .collect();
     write(
         dir.path(),
@@ -272,10 +307,13 @@ fn csv_directory_loads_with_shared_classes() {
     assert_eq!((s.train.classes, s.test.classes), (4, 4));
     assert_eq!(s.train.width, 2);
 
+    // Declared classes hold in the test file too.
+    write(dir.path(), "test.csv", b"1,2,3\n4,5,9\n");
     let opts = LoadOptions {
         csv: CsvOptions {
             label_column: LabelColumn::Last,
-            classes: Some(3),
+            classes: Some(4),
+            ..CsvOptions::default()
         },
         ..LoadOptions::default()
     };
@@ -421,4 +459,68 @@ fn single_class_data_is_refused() {
     let err = load(dir.path().to_str().unwrap(), 0.0, 1).unwrap_err();
     assert!(matches!(err, DataError::OneClass { .. }), "{err}");
     assert!(err.to_string().contains("two classes"), "{err}");
+}
+
+#[test]
+fn a_stray_label_is_refused_not_made_a_class() {
+    // IDX: one label 200 among 0..3 would make a 201-output model.
+    let dir = idx_dir();
+    let mut labels: Vec<u8> = (0..20).map(|i| i % 4).collect();
+    labels[13] = 200;
+    write(dir.path(), "train-labels-idx1-ubyte", &idx_labels(&labels));
+    let err = load(dir.path().to_str().unwrap(), 0.0, 0).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            DataError::ClassWithoutSamples {
+                label: 200,
+                sample: 13,
+                classes: 201,
+                missing: 4,
+                more: 195,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("train-labels-idx1-ubyte") && msg.contains("stray"),
+        "{msg}"
+    );
+
+    // CSV: a stray label in the test file names that file.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "train.csv", b"1,0\n2,1\n3,0\n");
+    write(dir.path(), "test.csv", b"1,0\n2,7\n");
+    let err = load(dir.path().to_str().unwrap(), 0.0, 0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::ClassWithoutSamples {
+                label: 7,
+                sample: 1,
+                missing: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("test.csv"), "{err}");
+    // Declared classes are the caller's word: absent ones are allowed.
+    let options = LoadOptions {
+        val_fraction: 0.0,
+        csv: CsvOptions {
+            classes: Some(8),
+            ..CsvOptions::default()
+        },
+        ..LoadOptions::default()
+    };
+    assert_eq!(
+        load_with(dir.path().to_str().unwrap(), &options)
+            .unwrap()
+            .train
+            .classes,
+        8
+    );
 }

@@ -18,11 +18,27 @@ pub enum LabelColumn {
     Index(usize),
 }
 
+/// Whether the first row of a table names its columns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Header {
+    /// Decided from the first row: it is a header when a field is not a number, or when its
+    /// three or more fields number the columns from 0 (`0,1,...,n-1`, as pandas writes
+    /// unnamed columns). A data row that happens to read like that needs [`Header::Absent`].
+    #[default]
+    Auto,
+    /// The first row is a header.
+    Present,
+    /// Every row is data.
+    Absent,
+}
+
 /// How to read a CSV table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CsvOptions {
     /// Which column holds the label.
     pub label_column: LabelColumn,
+    /// Whether the first row is a header.
+    pub header: Header,
     /// Number of classes; labels must lie in `[0, classes)`. `None` takes the largest
     /// label plus one.
     pub classes: Option<usize>,
@@ -55,6 +71,9 @@ pub fn parse(text: &str, path: &Path, options: &CsvOptions) -> Result<Dataset, D
             ),
         });
     }
+    // Spreadsheet exports often start with a byte-order mark, which would make the first
+    // field unreadable and so the first row a header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut rows = text
         .lines()
         .enumerate()
@@ -62,10 +81,11 @@ pub fn parse(text: &str, path: &Path, options: &CsvOptions) -> Result<Dataset, D
         .filter(|(_, l)| !l.is_empty())
         .peekable();
 
-    // A header is a first row that is not all numbers; later rows must be numeric.
-    let first_is_header = rows
-        .peek()
-        .is_some_and(|(_, l)| l.split(',').any(|f| f.trim().parse::<f64>().is_err()));
+    let first_is_header = match options.header {
+        Header::Present => true,
+        Header::Absent => false,
+        Header::Auto => rows.peek().is_some_and(|(_, l)| looks_like_header(l)),
+    };
     let mut width = None;
     if first_is_header {
         if let Some((_, header)) = rows.next() {
@@ -175,4 +195,16 @@ pub fn parse(text: &str, path: &Path, options: &CsvOptions) -> Result<Dataset, D
         classes,
         hflip_ok: false,
     })
+}
+
+/// Whether a first row reads as a header: a field that is not a number, or three or more
+/// fields that number the columns from 0 (pandas' names for unnamed columns).
+fn looks_like_header(row: &str) -> bool {
+    let fields: Vec<&str> = row.split(',').map(str::trim).collect();
+    fields.iter().any(|f| f.parse::<f64>().is_err())
+        || (fields.len() >= 3
+            && fields
+                .iter()
+                .enumerate()
+                .all(|(i, f)| f.parse::<usize>() == Ok(i)))
 }

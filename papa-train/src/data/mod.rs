@@ -14,7 +14,7 @@ use papa_core::LengthMismatch;
 use papa_model::card::Normalization;
 use rayon::prelude::*;
 
-pub use csv::{CsvOptions, LabelColumn};
+pub use csv::{CsvOptions, Header, LabelColumn};
 
 /// Stream of the validation split, so that it never shares draws with other uses of a seed.
 const VAL_STREAM: u64 = 0x7661_6c5f_7370_6c74;
@@ -101,6 +101,23 @@ pub enum DataError {
     OneClass {
         /// The source as given.
         source_name: String,
+    },
+    /// Classes inferred from the labels leave one without any training sample: the largest
+    /// label is likely a stray one.
+    #[error("{}: label {label} (sample {sample}) makes {classes} classes, but no training sample has class {missing}{}: a stray label? Every class needs training samples", path.display(), if *more > 0 { format!(" (nor {more} more)") } else { String::new() })]
+    ClassWithoutSamples {
+        /// The file holding the largest label.
+        path: PathBuf,
+        /// That label.
+        label: usize,
+        /// Its 0-based sample index in that file.
+        sample: usize,
+        /// Classes it implies (largest label + 1).
+        classes: usize,
+        /// The first class no training sample has.
+        missing: usize,
+        /// How many other classes have none.
+        more: usize,
     },
     /// A batch size of zero.
     #[error("the batch size must be at least 1")]
@@ -458,6 +475,8 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
     let (mut pixel_scale, mut class_names) = (1.0, Vec::new());
+    // The label files, and whether the class count is inferred from their labels.
+    let (label_files, inferred): ([PathBuf; 2], bool);
     let (train, test) = if let Some(files) = idx_files(&dir) {
         // Flips keep clothes in their class; only Fashion-MNIST is known to be such data.
         let hflip_ok = dir_name.contains("fashion");
@@ -470,13 +489,16 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
         let [tr_img, tr_lab, te_img, te_lab] = files;
         let mut train = idx_dataset(&tr_img, &tr_lab, hflip_ok)?;
         let mut test = idx_dataset(&te_img, &te_lab, hflip_ok)?;
+        (label_files, inferred) = ([tr_lab, te_lab], true);
         let classes = train.classes.max(test.classes);
         train.classes = classes;
         test.classes = classes;
         (train, test)
     } else if dir.join("train.csv").is_file() && dir.join("test.csv").is_file() {
-        let mut train = csv::read(&dir.join("train.csv"), &options.csv)?;
-        let mut test = csv::read(&dir.join("test.csv"), &options.csv)?;
+        let files = [dir.join("train.csv"), dir.join("test.csv")];
+        let mut train = csv::read(&files[0], &options.csv)?;
+        let mut test = csv::read(&files[1], &options.csv)?;
+        (label_files, inferred) = (files, options.csv.classes.is_none());
         if options.csv.classes.is_none() {
             let classes = train.classes.max(test.classes);
             train.classes = classes;
@@ -498,12 +520,48 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
             source_name: source.to_string(),
         });
     }
+    if inferred {
+        every_class_has_training_samples(&train, &test, &label_files)?;
+    }
     let mut splits = Splits::new(train, test, options.val_fraction, options.seed)?;
     splits.pixel_scale = pixel_scale;
     if class_names.len() == splits.train.classes {
         splits.class_names = class_names;
     }
     Ok(splits)
+}
+
+/// Refuses inferred classes that some class has no training sample of: one stray label
+/// (200 among digits) would otherwise silently make a 201-output model.
+fn every_class_has_training_samples(
+    train: &Dataset,
+    test: &Dataset,
+    label_files: &[PathBuf; 2],
+) -> Result<(), DataError> {
+    let mut seen = vec![false; train.classes];
+    for &l in &train.labels {
+        seen[usize::from(l)] = true;
+    }
+    let mut missing = seen.iter().enumerate().filter(|(_, &s)| !s).map(|(c, _)| c);
+    let Some(first) = missing.next() else {
+        return Ok(());
+    };
+    // The largest label made the class count: name the first sample holding it.
+    let largest = train.classes - 1;
+    let at = |d: &Dataset| d.labels.iter().position(|&l| usize::from(l) == largest);
+    let (path, sample) = match (at(train), at(test)) {
+        (Some(i), _) => (&label_files[0], i),
+        (None, Some(i)) => (&label_files[1], i),
+        (None, None) => (&label_files[0], 0),
+    };
+    Err(DataError::ClassWithoutSamples {
+        path: path.clone(),
+        label: largest,
+        sample,
+        classes: train.classes,
+        missing: first,
+        more: missing.count(),
+    })
 }
 
 /// Fashion-MNIST's class names, in label order.
