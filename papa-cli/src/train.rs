@@ -103,6 +103,8 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         splits.train.height,
         splits.train.width,
     ];
+    // Settings that depend on the data (batch, warm-up) are refused before --out is touched.
+    papa_train::train::check(&cfg, &splits)?;
     let spec = build_model(&cfg.model, shape, splits.train.classes)?;
     // Built before anything is written, so that a population too big for this machine is
     // refused without leaving a half-made run directory; every method reuses it.

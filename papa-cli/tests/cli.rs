@@ -53,6 +53,14 @@ fn bad_input_is_a_clear_error() {
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "population = 2\nlearning_rat = 0.1\n").unwrap();
     fails_cleanly(&["--config", config.to_str().unwrap()], "learning_rat");
+    // Settings that only the data can refuse are refused before --out is made too.
+    std::fs::write(&config, "warmup_steps = 100000\n").unwrap();
+    let config = config.to_str().unwrap();
+    fails_cleanly(
+        &["--config", config, "--epochs", "1"],
+        "`warmup_steps` = 100000",
+    );
+    fails_cleanly(&["--train-limit", "10"], "make no batch of `batch` = 128");
 
     // A directory of truncated IDX files names the file.
     let data = dir.path().join("broken");
@@ -113,6 +121,26 @@ fn a_run_whose_loss_turns_nan_stops_with_a_message() {
         !out_dir.join("none.safetensors").exists(),
         "no model from a diverged run"
     );
+}
+
+#[test]
+fn a_run_whose_loss_explodes_keeps_no_checkpoint_of_it() {
+    // lr = 100 takes the loss to about 1e18 in the first epoch while it stays finite.
+    let dir = tempfile::tempdir().unwrap();
+    let (out, out_dir) = train_with_config(
+        dir.path(),
+        "model = \"mlp:16\"\nmethods = [\"none\"]\npopulation = 2\nepochs = 2\ntrain_limit = 256\nbatch = 32\nlr = 100\nwarmup_steps = 0\n",
+        &[],
+    );
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains("mean loss in epoch 1 was") && message.contains("lower `lr`"),
+        "{message}"
+    );
+    // A checkpoint of that epoch would only diverge again when resumed.
+    let checkpoint = out_dir.join("checkpoints").join("none.safetensors");
+    assert!(!checkpoint.exists(), "a garbage epoch was checkpointed");
 }
 
 fn recorded_and_evaluated(out_dir: &Path, method: &str) -> (String, String) {

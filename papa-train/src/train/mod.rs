@@ -37,7 +37,7 @@ const CALIBRATION_STREAM: u64 = 5;
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// The loss of a member became NaN or infinite; checkpoints of finished epochs are kept.
-    #[error("member {member}'s loss became {loss} in epoch {epoch}, at step {step}: training stopped (checkpoints of finished epochs are kept; try a lower `lr` in a --config file)")]
+    #[error("member {member}'s loss became {loss} in epoch {epoch}, at step {step}: training diverged and stopped (resuming repeats the same steps: start a fresh run with a lower `lr` in a --config file)")]
     Diverged {
         /// The member.
         member: usize,
@@ -47,6 +47,19 @@ pub enum TrainError {
         step: u64,
         /// The value.
         loss: f32,
+    },
+    /// A member's mean loss over an epoch exploded while staying finite (1e19, say): its
+    /// weights are garbage, so that epoch is not checkpointed.
+    #[error("member {member}'s mean loss in epoch {epoch} was {loss:.3e}, over {bound:.0} (100 times the loss of chance): training diverged and stopped before checkpointing that epoch (start a fresh run with a lower `lr` in a --config file)")]
+    LossExploded {
+        /// The member.
+        member: usize,
+        /// 1-based epoch.
+        epoch: usize,
+        /// Its mean training loss over the epoch.
+        loss: f64,
+        /// The bound it crossed.
+        bound: f64,
     },
     /// A setting is out of range.
     #[error(transparent)]
@@ -79,12 +92,24 @@ pub enum TrainError {
     #[error("the run state: {0}")]
     State(#[from] serde_json::Error),
     /// Too few training samples for one batch.
-    #[error("{samples} training samples make no batch of {batch}")]
+    #[error("{samples} training samples make no batch of `batch` = {batch}")]
     NoBatch {
         /// Training samples.
         samples: usize,
         /// Samples per batch.
         batch: usize,
+    },
+    /// The warm-up does not end before the run does.
+    #[error("`warmup_steps` = {warmup} is not below the run's {total} steps ({epochs} epochs of {steps_per_epoch} batches)")]
+    Warmup {
+        /// Warm-up steps.
+        warmup: usize,
+        /// Steps of the run.
+        total: usize,
+        /// Epochs.
+        epochs: usize,
+        /// Batches per epoch.
+        steps_per_epoch: usize,
     },
     /// The checkpoint was written by another run (another method or other settings).
     #[error("checkpoint {} belongs to another run (method or settings differ); use a fresh --out", path.display())]
@@ -259,6 +284,58 @@ pub fn train_on<E: Engine>(
     Ok(Outcome { result, model })
 }
 
+/// Checks `cfg` against the data before anything is written: every setting (as
+/// [`TrainConfig::validate`]) and those that depend on the data: a training split that fills
+/// a batch, a warm-up that ends within the run, each method's schedule. [`train_on`] checks
+/// the same when it starts.
+pub fn check(cfg: &TrainConfig, splits: &Splits) -> Result<(), TrainError> {
+    cfg.validate()?;
+    let length = Length::new(cfg, splits.train.len())?;
+    for &method in &cfg.methods {
+        MethodAveraging::new(method, cfg, length.steps_per_epoch * cfg.epochs)?;
+    }
+    Ok(())
+}
+
+/// How long a run is on its data: the samples it uses, its batches per epoch and its rate
+/// schedule over all its steps.
+struct Length {
+    train_len: usize,
+    steps_per_epoch: usize,
+    lr: LrSchedule,
+}
+
+impl Length {
+    fn new(cfg: &TrainConfig, train_samples: usize) -> Result<Self, TrainError> {
+        let train_len = match cfg.train_limit {
+            0 => train_samples,
+            limit => limit.min(train_samples),
+        };
+        let steps_per_epoch = batches_per_epoch(train_len, cfg.batch);
+        if steps_per_epoch == 0 {
+            return Err(TrainError::NoBatch {
+                samples: train_len,
+                batch: cfg.batch,
+            });
+        }
+        let total = steps_per_epoch * cfg.epochs;
+        if cfg.warmup_steps >= total {
+            return Err(TrainError::Warmup {
+                warmup: cfg.warmup_steps,
+                total,
+                epochs: cfg.epochs,
+                steps_per_epoch,
+            });
+        }
+        let lr = LrSchedule::cosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr.min(cfg.lr))?;
+        Ok(Length {
+            train_len,
+            steps_per_epoch,
+            lr,
+        })
+    }
+}
+
 /// Everything fixed for the length of a run, built once from its validated settings.
 struct Run<'a> {
     cfg: &'a TrainConfig,
@@ -291,20 +368,14 @@ impl<'a> Run<'a> {
             }
             .into());
         }
-        let train_len = match cfg.train_limit {
-            0 => splits.train.len(),
-            limit => limit.min(splits.train.len()),
-        };
-        let steps_per_epoch = batches_per_epoch(train_len, cfg.batch);
-        if steps_per_epoch == 0 {
-            return Err(TrainError::NoBatch {
-                samples: train_len,
-                batch: cfg.batch,
-            });
-        }
+        let Length {
+            train_len,
+            steps_per_epoch,
+            lr,
+        } = Length::new(cfg, splits.train.len())?;
         let total = steps_per_epoch * cfg.epochs;
         Ok(Run {
-            lr: LrSchedule::cosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr.min(cfg.lr))?,
+            lr,
             sgd: Sgd {
                 momentum: cfg.momentum,
                 weight_decay: cfg.weight_decay,
@@ -406,7 +477,7 @@ impl<'a> Run<'a> {
         let mut losses = vec![0.0f32; p];
         let total_steps = (self.steps_per_epoch * self.cfg.epochs) as u64;
         loader.start_epoch(epoch);
-        let mut loss_sum = 0.0f64;
+        let (mut loss_sum, mut member_sums) = (0.0f64, vec![0.0f64; p]);
         for s in 0..self.steps_per_epoch {
             let step = (epoch * self.steps_per_epoch + s) as u64;
             let (images, targets) = loader.load(s, step)?;
@@ -421,13 +492,28 @@ impl<'a> Run<'a> {
                 });
             }
             loss_sum += losses.iter().map(|&l| f64::from(l)).sum::<f64>() / p as f64;
+            for (sum, &l) in member_sums.iter_mut().zip(&losses) {
+                *sum += f64::from(l);
+            }
             engine.backward(&dlogits)?;
             let lr = self.lr.lr_at(step as usize);
             engine.sgd_step(&self.sgd, lr)?;
             self.averaging.after_step(engine, step, lr)?;
             progress.step(step + 1, total_steps);
         }
-        Ok((loss_sum / self.steps_per_epoch as f64) as f32)
+        let steps = self.steps_per_epoch as f64;
+        let means = member_sums.iter().map(|s| s / steps);
+        // Soft cross-entropy starts near ln(classes); no healthy epoch averages 100 times that.
+        let bound = 100.0 * (classes.max(2) as f64).ln();
+        if let Some((member, loss)) = means.enumerate().find(|&(_, l)| !(l <= bound)) {
+            return Err(TrainError::LossExploded {
+                member,
+                epoch: epoch + 1,
+                loss,
+                bound,
+            });
+        }
+        Ok((loss_sum / steps) as f32)
     }
 
     /// The uniform average of the members with re-estimated BatchNorm statistics.
