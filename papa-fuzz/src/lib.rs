@@ -28,7 +28,12 @@
 //!     Ok(body)
 //! }
 //!
-//! let budget = Budget { time: Duration::from_millis(200), cases: 2_000, seed: 0 };
+//! let budget = Budget {
+//!     time: Duration::from_millis(200),
+//!     cases: 2_000,
+//!     seed: 0,
+//!     save_each: false,
+//! };
 //! let report = fuzz("doc-records", &[b"3:abc".to_vec()], &budget, |input| {
 //!     let body = parse(input)?;
 //!     assert!(input.ends_with(body), "the body is the input's tail");
@@ -71,6 +76,10 @@ pub struct Budget {
     pub cases: u64,
     /// Seed of the mutations; each target mixes in its name, so targets differ.
     pub seed: u64,
+    /// Write each input to `target/fuzz-failures/<name>-last.bin` before running it: an
+    /// abort (a failed allocation, a stack overflow) ends the process where no
+    /// `catch_unwind` reaches, and this leaves its input behind. Slow; for finding one.
+    pub save_each: bool,
 }
 
 /// An environment variable of the budget that does not parse.
@@ -96,8 +105,9 @@ impl std::error::Error for BudgetError {}
 
 impl Budget {
     /// The budget from `PAPA_FUZZ_SECONDS` (default [`DEFAULT_SECONDS`]), `PAPA_FUZZ_CASES`
-    /// (default unlimited) and `PAPA_FUZZ_SEED` (default 0). A run is reproducible: the
-    /// same seed gives the same inputs in the same order, the time only decides how many.
+    /// (default unlimited), `PAPA_FUZZ_SEED` (default 0) and `PAPA_FUZZ_SAVE_EACH` (1 sets
+    /// [`Budget::save_each`]). A run is reproducible: the same seed gives the same inputs in
+    /// the same order, the time only decides how many.
     pub fn from_env() -> Result<Self, BudgetError> {
         fn var<T: std::str::FromStr>(var: &'static str, default: T) -> Result<T, BudgetError> {
             match std::env::var(var) {
@@ -114,6 +124,7 @@ impl Budget {
             time,
             cases: var("PAPA_FUZZ_CASES", u64::MAX)?,
             seed: var("PAPA_FUZZ_SEED", 0)?,
+            save_each: var("PAPA_FUZZ_SAVE_EACH", 0u8)? == 1,
         })
     }
 }
@@ -282,6 +293,11 @@ pub fn fuzz<E: fmt::Display>(
         };
         let case = report.inputs;
         report.inputs += 1;
+        if budget.save_each {
+            // Best effort: a failure to save must not change what the run tests.
+            let _ = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(dir.join(format!("{name}-last.bin")), &input));
+        }
         match panic::catch_unwind(AssertUnwindSafe(|| target(&input))) {
             Ok(Ok(())) => {
                 report.ok += 1;
@@ -328,6 +344,7 @@ mod tests {
             time: Duration::from_secs(60),
             cases,
             seed: 11,
+            save_each: false,
         }
     }
 

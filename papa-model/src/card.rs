@@ -174,6 +174,11 @@ pub enum CardError {
     },
     /// Its normalisation or class names do not match the model.
     Length(LengthMismatch),
+    /// A number that JSON cannot hold (infinite or NaN), so the card could not be read back.
+    NotFinite {
+        /// The field, e.g. `input.pixel_scale`.
+        field: &'static str,
+    },
 }
 
 impl fmt::Display for CardError {
@@ -190,6 +195,9 @@ impl fmt::Display for CardError {
                 "the model card's layout differs from its layers' at tensor {index}"
             ),
             CardError::Length(e) => write!(f, "the model card: {e}"),
+            CardError::NotFinite { field } => {
+                write!(f, "the model card's `{field}` is not a finite number")
+            }
         }
     }
 }
@@ -200,7 +208,9 @@ impl core::error::Error for CardError {
             CardError::Json(e) => Some(e),
             CardError::Model(e) => Some(e),
             CardError::Length(e) => Some(e),
-            CardError::Version { .. } | CardError::Layout { .. } => None,
+            CardError::Version { .. } | CardError::Layout { .. } | CardError::NotFinite { .. } => {
+                None
+            }
         }
     }
 }
@@ -238,8 +248,10 @@ impl ModelCard {
     }
 
     /// Rebuilds the model, checking that the card agrees with itself: its layout is the one
-    /// its layers give, one mean and std per input channel, one name per class (or none).
+    /// its layers give, one mean and std per input channel, one name per class (or none),
+    /// and every number finite.
     pub fn spec(&self) -> Result<ModelSpec, CardError> {
+        self.check_finite()?;
         let input = [self.input.channels, self.input.height, self.input.width];
         let spec =
             ModelSpec::new(&self.layers, input, self.classes.count).map_err(CardError::Model)?;
@@ -259,6 +271,28 @@ impl ModelCard {
                 .map_err(CardError::Length)?;
         }
         Ok(spec)
+    }
+
+    /// JSON writes an infinity or NaN as `null`, which no f32 field reads back: a card
+    /// holding one would be written as a file that cannot be loaded. (Parsing yields them:
+    /// `1e39` overflows f32, and the older metadata's numbers may say `inf`.)
+    fn check_finite(&self) -> Result<(), CardError> {
+        let finite = |field, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(CardError::NotFinite { field })
+            }
+        };
+        let all = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        finite("input.pixel_scale", self.input.pixel_scale.is_finite())?;
+        finite("normalization.mean", all(&self.normalization.mean))?;
+        finite("normalization.std", all(&self.normalization.std))?;
+        if let Some(p) = &self.provenance {
+            finite("provenance.val_fraction", p.val_fraction.is_finite())?;
+            finite("provenance.test_accuracy", p.test_accuracy.is_finite())?;
+        }
+        Ok(())
     }
 
     /// The card as compact JSON (fields in declaration order, so the bytes are fixed).

@@ -155,7 +155,9 @@ pub fn decode(bytes: &[u8]) -> Result<ModelFile, FileError> {
         None => return Err(FileError::NoCard),
     };
     let spec = card.spec()?;
-    let mut params = alloc::vec![0.0f32; spec.len()];
+    // Every tensor is checked before the member vector is allocated: a card may describe a
+    // model of any size, but tensors that match it are data the file really holds.
+    let mut views = Vec::with_capacity(spec.tensors().len());
     for t in spec.tensors() {
         let view = file.tensor(&t.name).map_err(|_| FileError::MissingTensor {
             name: t.name.clone(),
@@ -168,6 +170,10 @@ pub fn decode(bytes: &[u8]) -> Result<ModelFile, FileError> {
                 expected: t.shape.clone(),
             });
         }
+        views.push(view);
+    }
+    let mut params = alloc::vec![0.0f32; spec.len()];
+    for (t, view) in spec.tensors().iter().zip(&views) {
         // The shape matched, so the data holds exactly the tensor's values.
         for (v, b) in params[t.range()]
             .iter_mut()
