@@ -81,10 +81,20 @@ pub enum CliError {
         dir: PathBuf,
     },
     /// `--out` holds a run of other settings.
-    #[error("{} holds another run (other settings); choose another --out, continue it with --resume, or replace it with --force", out.display())]
+    #[error("{} holds another run ({differs}); choose another --out, continue it with --resume, or replace it with --force", out.display())]
     OtherRun {
         /// The directory.
         out: PathBuf,
+        /// What differs.
+        differs: String,
+    },
+    /// `--resume` of a run that this papa, machine or data would not continue bit for bit.
+    #[error("{} cannot be resumed here: it holds a run of {differs}", dir.display())]
+    ResumeElsewhere {
+        /// The directory.
+        dir: PathBuf,
+        /// What differs.
+        differs: String,
     },
     /// A file of a replaced run could not be removed.
     #[error("cannot remove {}: {source}", path.display())]

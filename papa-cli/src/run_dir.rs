@@ -1,42 +1,50 @@
 //! The one rule for what a run directory holds: one run's settings and results, never a mix.
-//! A directory holding another run (other settings) is refused, or replaced where the user
-//! said so (`--force`, or the default `runs/latest`, which is for the latest run only).
+//! A run is its settings (`config.toml`) and its record (`run.json`: data files and hashes,
+//! numerics version, CPU path). A directory holding another run is refused, or replaced where
+//! the user said so (`--force`, or the default `runs/latest`, which is for the latest run
+//! only); `--resume` continues only a run whose record matches.
 
 use crate::error::CliError;
+use papa_train::checkpoint::write_atomic;
 use papa_train::config::{Method, TrainConfig};
+use papa_train::report::RunRecord;
 use std::path::Path;
 
 /// The settings file that says which run a directory holds.
 pub const CONFIG_FILE: &str = "config.toml";
 
-/// Makes `out` ready for a new run of `cfg`: nothing to do when it is new or holds the same
-/// run (whose finished methods are then kept); otherwise, with `replace`, papa's files of the
-/// other run are removed, else the run is refused. Nothing is written here.
-pub fn claim(out: &Path, cfg: &TrainConfig, replace: bool) -> Result<(), CliError> {
-    let file = out.join(CONFIG_FILE);
-    if !file.exists() {
+/// What produced the run besides its settings (data, numerics version, CPU path).
+pub const RECORD_FILE: &str = "run.json";
+
+/// Makes `out` ready for a new run of `cfg` and `record`: nothing to do when it is new or
+/// holds the same run (whose finished methods are then kept); otherwise, with `replace`,
+/// papa's files of the other run are removed, else the run is refused. Nothing is written
+/// here.
+pub fn claim(
+    out: &Path,
+    cfg: &TrainConfig,
+    record: &RunRecord,
+    replace: bool,
+) -> Result<(), CliError> {
+    if !out.join(CONFIG_FILE).exists() {
         return Ok(());
     }
-    // A settings file that no longer reads belongs to no run this papa can continue.
-    let same = TrainConfig::from_file(&file).is_ok_and(|old| {
-        let old = TrainConfig {
-            threads: cfg.threads,
-            ..old
-        };
-        &old == cfg
-    });
-    if same {
+    let Some(differs) = difference(out, cfg, record) else {
         return Ok(());
-    }
+    };
     if !replace {
-        return Err(CliError::OtherRun { out: out.into() });
+        return Err(CliError::OtherRun {
+            out: out.into(),
+            differs,
+        });
     }
     note!(
-        "papa: {} held another run (other settings); replacing it",
+        "papa: {} held another run ({differs}); replacing it",
         out.display()
     );
     let mut files = vec![
         CONFIG_FILE.to_string(),
+        RECORD_FILE.into(),
         "results.json".into(),
         "results.md".into(),
         "accuracy.svg".into(),
@@ -46,6 +54,57 @@ pub fn claim(out: &Path, cfg: &TrainConfig, replace: bool) -> Result<(), CliErro
         remove(&out.join(name), |p| std::fs::remove_file(p))?;
     }
     remove(&out.join("checkpoints"), |p| std::fs::remove_dir_all(p))
+}
+
+/// Checks that `dir`, to be resumed, holds a run that `record` continues.
+pub fn check_resume(dir: &Path, record: &RunRecord) -> Result<(), CliError> {
+    match recorded(dir).map(|r| r.difference(record)) {
+        Some(None) => Ok(()),
+        Some(Some(differs)) => Err(CliError::ResumeElsewhere {
+            dir: dir.into(),
+            differs,
+        }),
+        None => Err(CliError::ResumeElsewhere {
+            dir: dir.into(),
+            differs: format!("no readable {RECORD_FILE} (written by an older papa)"),
+        }),
+    }
+}
+
+/// Writes what makes `out` this run's: the record first, then the settings, so that a kill
+/// in between leaves no settings file (no run) rather than settings without their record.
+pub fn mark(out: &Path, cfg: &TrainConfig, record: &RunRecord) -> Result<(), CliError> {
+    write_atomic(
+        &out.join(RECORD_FILE),
+        serde_json::to_string_pretty(record)?.as_bytes(),
+    )?;
+    write_atomic(&out.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
+    Ok(())
+}
+
+/// How the run in `out` differs from one of `cfg` and `record` (`None`: the same run).
+fn difference(out: &Path, cfg: &TrainConfig, record: &RunRecord) -> Option<String> {
+    // A settings file that no longer reads belongs to no run this papa can continue.
+    let same_settings = TrainConfig::from_file(&out.join(CONFIG_FILE)).is_ok_and(|old| {
+        let old = TrainConfig {
+            threads: cfg.threads,
+            ..old
+        };
+        &old == cfg
+    });
+    if !same_settings {
+        return Some("other settings".into());
+    }
+    match recorded(out) {
+        Some(old) => old.difference(record),
+        None => Some(format!("no readable {RECORD_FILE}: an older papa's")),
+    }
+}
+
+/// The record in `dir`, if it reads.
+fn recorded(dir: &Path) -> Option<RunRecord> {
+    let json = std::fs::read_to_string(dir.join(RECORD_FILE)).ok()?;
+    serde_json::from_str(&json).ok()
 }
 
 /// Removes `path` if it is there.

@@ -8,8 +8,9 @@ use papa_train::checkpoint::{save_model, write_atomic};
 use papa_train::config::{build_model, Method, TrainConfig};
 use papa_train::data;
 use papa_train::engine::CpuEngine;
-use papa_train::report::{markdown_table, write_report, MethodResult, RunReport};
-use papa_train::train::{member_recipes, model_card, train_on};
+use papa_train::engine::Engine;
+use papa_train::report::{markdown_table, write_report, MethodResult, RunRecord, RunReport};
+use papa_train::train::{member_recipes, model_card, train_on, NUMERICS};
 use std::path::{Path, PathBuf};
 
 /// Where a run goes unless told: the latest run only, replaced by the next.
@@ -109,16 +110,23 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
     // Built before anything is written, so that a population too big for this machine is
     // refused without leaving a half-made run directory; every method reuses it.
     let mut engine = CpuEngine::new(&spec, cfg.population, cfg.batch)?;
-    if args.resume.is_none() {
+    let record = RunRecord {
+        numerics: NUMERICS,
+        cpu_path: engine.path(),
+        data: splits.identity.clone(),
+    };
+    if args.resume.is_some() {
+        run_dir::check_resume(&out, &record)?;
+    } else {
         let replace = args.force || out == Path::new(DEFAULT_OUT);
-        run_dir::claim(&out, &cfg, replace)?;
+        run_dir::claim(&out, &cfg, &record, replace)?;
     }
     let checkpoints = out.join("checkpoints");
     std::fs::create_dir_all(&checkpoints).map_err(|source| CliError::CreateDir {
         path: checkpoints.clone(),
         source,
     })?;
-    write_atomic(&out.join(run_dir::CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
+    run_dir::mark(&out, &cfg, &record)?;
     let used = match cfg.train_limit {
         0 => splits.train.len(),
         limit => limit.min(splits.train.len()),

@@ -359,3 +359,99 @@ fn a_run_directory_never_holds_another_runs_results() {
     assert!(stderr(&next).contains("replacing it"), "{}", stderr(&next));
     assert_eq!(seed_of(&dir.path().join("runs/latest/results.json")), 5);
 }
+
+/// A small CSV dataset (4 features, 3 classes) in `dir`.
+fn csv_data(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let rows = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("{},{},{},{},{}\n", i % 7, i % 5, i % 3, i % 11, i % 3))
+            .collect()
+    };
+    std::fs::write(dir.join("train.csv"), rows(300)).unwrap();
+    std::fs::write(dir.join("test.csv"), rows(60)).unwrap();
+}
+
+#[test]
+fn a_run_directory_records_its_data_numerics_and_cpu_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("table");
+    csv_data(&data);
+    let out = dir.path().join("mine");
+    let args = [
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let first = tiny_run(dir.path(), &args);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let record_path = out.join("run.json");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    let train_file = &record["data"]["files"][0];
+    assert_eq!(train_file["name"], "train.csv");
+    let bytes = std::fs::read(data.join("train.csv")).unwrap();
+    assert_eq!(train_file["bytes"], bytes.len() as u64);
+    // The hash against coreutils' sha256sum, where the machine has it.
+    match Command::new("sha256sum")
+        .arg(data.join("train.csv"))
+        .output()
+    {
+        Ok(sum) if sum.status.success() => {
+            let hex = String::from_utf8_lossy(&sum.stdout);
+            assert_eq!(train_file["sha256"], hex.split_whitespace().next().unwrap());
+        }
+        _ => println!("SKIP: no sha256sum here; the recorded hash was not cross-checked"),
+    }
+    let results = std::fs::read(out.join("results.json")).unwrap();
+    let refused = |what: &str, needle: &str| {
+        let again = tiny_run(dir.path(), &args);
+        assert!(!again.status.success(), "{what}: rerun accepted");
+        assert!(
+            stderr(&again).contains(needle),
+            "{what}: {}",
+            stderr(&again)
+        );
+        let resumed = papa(&["train", "--resume", out.to_str().unwrap()]);
+        assert!(!resumed.status.success(), "{what}: resumed");
+        assert!(
+            stderr(&resumed).contains("cannot be resumed here")
+                && stderr(&resumed).contains(needle),
+            "{what}: {}",
+            stderr(&resumed)
+        );
+        assert_eq!(
+            std::fs::read(out.join("results.json")).unwrap(),
+            results,
+            "{what}"
+        );
+    };
+
+    // The same settings on changed data are another run.
+    let mut changed = bytes.clone();
+    changed.extend_from_slice(b"1,2,0,4,0\n");
+    std::fs::write(data.join("train.csv"), &changed).unwrap();
+    refused("changed data", "data whose train.csv changed since");
+    std::fs::write(data.join("train.csv"), &bytes).unwrap();
+
+    // So is a run of another numerics version or another CPU path.
+    let original = std::fs::read_to_string(&record_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+    edited["numerics"] = 0.into();
+    std::fs::write(&record_path, edited.to_string()).unwrap();
+    refused("numerics", "numerics version 0 (this papa: ");
+    let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+    edited["cpu_path"] = "elsewhere".into();
+    std::fs::write(&record_path, edited.to_string()).unwrap();
+    refused("CPU path", "the elsewhere CPU path");
+
+    // The record restored, the run is its own again.
+    std::fs::write(&record_path, &original).unwrap();
+    let same = tiny_run(dir.path(), &args);
+    assert!(
+        stderr(&same).contains("already finished"),
+        "{}",
+        stderr(&same)
+    );
+}

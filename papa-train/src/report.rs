@@ -91,6 +91,38 @@ pub struct MethodResult {
     pub history: Vec<EpochRecord>,
 }
 
+/// What produced a run, beside its settings: the data, the numerics version and the CPU
+/// path. A run directory holds one; a run is continued only where all of it is the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// [`crate::train::NUMERICS`] of the papa that ran it.
+    pub numerics: u32,
+    /// The CPU path the engine ran on.
+    pub cpu_path: String,
+    /// The data's files.
+    pub data: crate::data::DataIdentity,
+}
+
+impl RunRecord {
+    /// What this recorded run has that a run of `other` would not, in words (`None`: that
+    /// run continues this one).
+    pub fn difference(&self, other: &RunRecord) -> Option<String> {
+        if self.numerics != other.numerics {
+            return Some(format!(
+                "numerics version {} (this papa: {})",
+                self.numerics, other.numerics
+            ));
+        }
+        if self.cpu_path != other.cpu_path {
+            return Some(format!(
+                "the {} CPU path (this machine: {})",
+                self.cpu_path, other.cpu_path
+            ));
+        }
+        self.data.difference(&other.data)
+    }
+}
+
 /// The results of one invocation of the command line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {

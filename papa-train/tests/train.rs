@@ -171,6 +171,25 @@ fn resume_after_an_interruption_gives_the_same_bits() {
         Err(e) => panic!("expected OtherCpuPath, got {e}"),
         Ok(_) => panic!("a checkpoint of another path was resumed"),
     }
+
+    // And one trained on other data: a file of the identity changed.
+    let mut changed = splits.clone();
+    changed.identity.files[0].sha256.replace_range(0..1, "x");
+    let other_data = train_method(
+        &cfg,
+        &changed,
+        &spec,
+        Method::PapaAll,
+        Some(&checkpoint),
+        &Silent,
+    );
+    match other_data {
+        Err(e @ TrainError::OtherData { .. }) => {
+            assert!(e.to_string().contains("train-images-idx3-ubyte"), "{e}")
+        }
+        Err(e) => panic!("expected OtherData, got {e}"),
+        Ok(_) => panic!("a checkpoint of other data was resumed"),
+    }
 }
 
 #[test]

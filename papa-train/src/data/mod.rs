@@ -13,6 +13,8 @@ use papa_core::rng::Rng;
 use papa_core::LengthMismatch;
 use papa_model::card::Normalization;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 pub use csv::{CsvOptions, Header, LabelColumn};
 
@@ -275,6 +277,84 @@ pub struct Splits {
     pub pixel_scale: f32,
     /// Class names in label order, where the dataset is known to have them (else empty).
     pub class_names: Vec<String>,
+    /// The files the splits were read from (empty for splits built in memory).
+    pub identity: DataIdentity,
+}
+
+/// What a run's data is: every file it was read from, with its size and SHA-256, in load
+/// order. Runs record it so that a run directory or a checkpoint is never continued on other
+/// data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataIdentity {
+    /// The files.
+    pub files: Vec<DataFile>,
+}
+
+/// One file of a [`DataIdentity`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Its name (without the directory, which may move).
+    pub name: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its SHA-256, in lower-case hex.
+    pub sha256: String,
+}
+
+impl DataIdentity {
+    /// Reads and hashes `paths`, in order.
+    pub fn of_files(paths: &[PathBuf]) -> Result<DataIdentity, DataError> {
+        let files = paths
+            .iter()
+            .map(|path| {
+                let io = |source| DataError::Io {
+                    path: path.clone(),
+                    source,
+                };
+                let mut file = std::fs::File::open(path).map_err(io)?;
+                let mut hasher = Sha256::new();
+                let bytes = std::io::copy(&mut file, &mut hasher).map_err(io)?;
+                let sha256 = hasher
+                    .finalize()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let name = path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                Ok(DataFile {
+                    name,
+                    bytes,
+                    sha256,
+                })
+            })
+            .collect::<Result<_, DataError>>()?;
+        Ok(DataIdentity { files })
+    }
+
+    /// What this recorded data has that `now` has not, in words (`None`: the same data).
+    pub fn difference(&self, now: &DataIdentity) -> Option<String> {
+        if self == now {
+            return None;
+        }
+        let names = |d: &DataIdentity| d.files.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
+        if names(self) != names(now) {
+            return Some(format!(
+                "data files {:?} (now {:?})",
+                names(self),
+                names(now)
+            ));
+        }
+        let changed: Vec<&str> = self
+            .files
+            .iter()
+            .zip(&now.files)
+            .filter(|(a, b)| a != b)
+            .map(|(a, _)| a.name.as_str())
+            .collect();
+        Some(format!("data whose {} changed since", changed.join(", ")))
+    }
 }
 
 impl Splits {
@@ -319,6 +399,7 @@ impl Splits {
             normalization: Normalization::identity(channels),
             pixel_scale: 1.0,
             class_names: Vec::new(),
+            identity: DataIdentity::default(),
         })
     }
 
@@ -477,6 +558,7 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
     let (mut pixel_scale, mut class_names) = (1.0, Vec::new());
     // The label files, and whether the class count is inferred from their labels.
     let (label_files, inferred): ([PathBuf; 2], bool);
+    let data_files: Vec<PathBuf>;
     let (train, test) = if let Some(files) = idx_files(&dir) {
         // Flips keep clothes in their class; only Fashion-MNIST is known to be such data.
         let hflip_ok = dir_name.contains("fashion");
@@ -486,6 +568,7 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
             "mnist" => (0..10).map(|d| d.to_string()).collect(),
             _ => Vec::new(),
         };
+        data_files = files.to_vec();
         let [tr_img, tr_lab, te_img, te_lab] = files;
         let mut train = idx_dataset(&tr_img, &tr_lab, hflip_ok)?;
         let mut test = idx_dataset(&te_img, &te_lab, hflip_ok)?;
@@ -496,6 +579,7 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
         (train, test)
     } else if dir.join("train.csv").is_file() && dir.join("test.csv").is_file() {
         let files = [dir.join("train.csv"), dir.join("test.csv")];
+        data_files = files.to_vec();
         let mut train = csv::read(&files[0], &options.csv)?;
         let mut test = csv::read(&files[1], &options.csv)?;
         (label_files, inferred) = (files, options.csv.classes.is_none());
@@ -525,6 +609,7 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
     }
     let mut splits = Splits::new(train, test, options.val_fraction, options.seed)?;
     splits.pixel_scale = pixel_scale;
+    splits.identity = DataIdentity::of_files(&data_files)?;
     if class_names.len() == splits.train.classes {
         splits.class_names = class_names;
     }

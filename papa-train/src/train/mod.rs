@@ -11,7 +11,7 @@ mod surgery;
 use crate::augment::{draw_recipes, AugmentError, Recipe};
 use crate::checkpoint::{load_state, save_state, CheckpointError};
 use crate::config::{Augmentation, ConfigError, Method, TrainConfig};
-use crate::data::{batches_per_epoch, DataError, Splits};
+use crate::data::{batches_per_epoch, DataError, DataIdentity, Splits};
 use crate::engine::{CpuEngine, Engine, EngineError};
 use crate::eval::{population_accuracy, EvalError};
 use crate::model::{self, soft_cross_entropy, Input, Mode, ModelSpec};
@@ -27,6 +27,12 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use surgery::Surgery;
+
+/// The version of the numerics: what a run computes from its settings and data, bit for bit.
+/// It goes up with every change that alters those bits (a kernel's order of additions, a
+/// rule, a random stream), so that a checkpoint or run directory of another version is
+/// refused instead of being continued into a mix. Rebuilding the same version resumes.
+pub const NUMERICS: u32 = 1;
 
 const INIT_STREAM: u64 = 1;
 const AUGMENT_STREAM: u64 = 3;
@@ -128,6 +134,23 @@ pub enum TrainError {
         /// The path here.
         here: String,
     },
+    /// The checkpoint was written by a papa of other numerics: continuing it here would mix
+    /// two versions' bits.
+    #[error("checkpoint {} was written by numerics version {written} and this papa has {}: start a fresh --out, or resume with the papa that wrote it", path.display(), NUMERICS)]
+    OtherNumerics {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Its numerics version.
+        written: u32,
+    },
+    /// The checkpoint was trained on other data.
+    #[error("checkpoint {} was trained on {differs}: resume it on its own data, or start a fresh --out", path.display())]
+    OtherData {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What differs.
+        differs: String,
+    },
     /// The checkpoint lacks a buffer of the population's shape.
     #[error("checkpoint {} lacks a `{buffer}` of {members} x {len}", path.display())]
     CheckpointShape {
@@ -149,6 +172,12 @@ struct State {
     /// Where the engine's kernels ran (checkpoints from before paths: `portable`).
     #[serde(default = "portable")]
     path: String,
+    /// [`NUMERICS`] of the binary that wrote it (checkpoints from before: 0).
+    #[serde(default)]
+    numerics: u32,
+    /// The data it trained on (checkpoints from before: none recorded).
+    #[serde(default)]
+    data: DataIdentity,
     config: TrainConfig,
     epochs_done: usize,
     seconds: f64,
@@ -407,6 +436,8 @@ impl<'a> Run<'a> {
         Ok(State {
             method: self.method,
             path: self.path.clone(),
+            numerics: NUMERICS,
+            data: self.splits.identity.clone(),
             config: self.cfg.clone(),
             epochs_done: 0,
             seconds: 0.0,
@@ -425,6 +456,18 @@ impl<'a> Run<'a> {
         };
         if state.method != self.method || &same != self.cfg {
             return Err(TrainError::ForeignCheckpoint { path: path.into() });
+        }
+        if state.numerics != NUMERICS {
+            return Err(TrainError::OtherNumerics {
+                path: path.into(),
+                written: state.numerics,
+            });
+        }
+        if let Some(differs) = state.data.difference(&self.splits.identity) {
+            return Err(TrainError::OtherData {
+                path: path.into(),
+                differs,
+            });
         }
         if state.path != self.path {
             return Err(TrainError::OtherCpuPath {
