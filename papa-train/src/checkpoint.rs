@@ -14,6 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Metadata key of the run state written by [`save_state`].
 pub const STATE_KEY: &str = "state";
@@ -118,6 +119,12 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///
 /// The temp file lives in the target's directory because a rename is only atomic within
 /// one file system. On failure the temp file is removed and the target is untouched.
+///
+/// Crash-test hook: with `PAPA_CRASH_WRITE=<k>` (or `<file name>:<k>`) in the environment,
+/// the k-th call of this process (counting only targets of that file name) writes half its
+/// bytes to the temp file, syncs them, and kills the process (SIGKILL where a `kill`
+/// command exists, else an abort) before the rename: a crash in the middle of a write, at a
+/// chosen point. The variable is read once; without it the hook costs one atomic load.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let io = |action, source| CheckpointError::Io {
         path: path.to_path_buf(),
@@ -146,6 +153,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
             .truncate(true)
             .open(&tmp)
             .map_err(|e| io("cannot create a temporary file", e))?;
+        if crash_write_due(name) {
+            file.write_all(&bytes[..bytes.len() / 2])
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io("cannot write", e))?;
+            crash();
+        }
         file.write_all(bytes).map_err(|e| io("cannot write", e))?;
         file.sync_all().map_err(|e| io("cannot sync", e))?;
         drop(file);
@@ -163,6 +176,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     }
     remove_stale_temps(dir, &name.to_string_lossy());
     Ok(())
+}
+
+/// `PAPA_CRASH_WRITE` as read once: the file name it is limited to, if any, and k.
+static CRASH_WRITE: OnceLock<Option<(Option<String>, u64)>> = OnceLock::new();
+
+/// The calls of [`write_atomic`] counted against `PAPA_CRASH_WRITE`.
+static CRASH_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this write of a file named `name` is the one `PAPA_CRASH_WRITE` stops (a value
+/// that does not parse stops none).
+fn crash_write_due(name: &std::ffi::OsStr) -> bool {
+    let plan = CRASH_WRITE.get_or_init(|| {
+        let spec = std::env::var("PAPA_CRASH_WRITE").ok()?;
+        let (file, k) = match spec.rsplit_once(':') {
+            Some((file, k)) => (Some(file.to_string()), k),
+            None => (None, spec.as_str()),
+        };
+        Some((file, k.parse().ok()?))
+    });
+    let Some((file, k)) = plan else {
+        return false;
+    };
+    file.as_deref().is_none_or(|f| name == f)
+        && CRASH_COUNT.fetch_add(1, Ordering::Relaxed) + 1 == *k
+}
+
+/// Ends the process at once, as `kill -9` would: no destructor, no flush, no rename.
+fn crash() -> ! {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &std::process::id().to_string()])
+        .status();
+    // No `kill` command (or it failed): an abort is as abrupt for the files.
+    std::process::abort()
 }
 
 /// Removes the temp files of `name` that writers killed mid-write left in `dir`, so that
