@@ -23,6 +23,10 @@ pub enum Schedule {
     EverySteps(NonZeroU32),
     /// After every E-th epoch.
     EveryEpochs(NonZeroU32),
+    /// After the first epoch, then after every E-th one from it (epochs 1, 1 + E, 1 + 2E,
+    /// ...): the schedule of the paper's code (`mix_from_start`), under which members descend
+    /// from a common point after one epoch instead of drifting apart for E.
+    EveryEpochsFromFirst(NonZeroU32),
 }
 
 impl Schedule {
@@ -36,6 +40,20 @@ impl Schedule {
         period("epochs period", e).map(Schedule::EveryEpochs)
     }
 
+    /// After the first epoch, then every `e` epochs (the paper's schedule); fails with
+    /// [`Error::InvalidValue`] when `e` is 0.
+    ///
+    /// ```
+    /// use papa_core::schedule::Schedule;
+    /// let s = Schedule::every_epochs_from_first(3)?;
+    /// let due: Vec<u64> = (0..12).filter(|&e| s.due_after_epoch(e)).collect();
+    /// assert_eq!(due, [1, 4, 7, 10]);
+    /// # Ok::<(), papa_core::Error>(())
+    /// ```
+    pub fn every_epochs_from_first(e: u32) -> Result<Self, Error> {
+        period("epochs period", e).map(Schedule::EveryEpochsFromFirst)
+    }
+
     /// Whether the rule is due once `step` optimizer steps are done (a 1-based count: step 0,
     /// before any training, is never due).
     pub fn due_after_step(&self, step: u64) -> bool {
@@ -44,7 +62,13 @@ impl Schedule {
 
     /// Whether the rule is due once `epoch` epochs are done (a 1-based count, as for steps).
     pub fn due_after_epoch(&self, epoch: u64) -> bool {
-        matches!(*self, Schedule::EveryEpochs(e) if due(epoch, e))
+        match *self {
+            Schedule::EveryEpochs(e) => due(epoch, e),
+            Schedule::EveryEpochsFromFirst(e) => {
+                epoch > 0 && (epoch - 1).is_multiple_of(u64::from(e.get()))
+            }
+            Schedule::Never | Schedule::EverySteps(_) => false,
+        }
     }
 
     /// How many times the rule applies over a run of `steps` optimizer steps and `epochs`
@@ -62,6 +86,7 @@ impl Schedule {
             Schedule::Never => 0,
             Schedule::EverySteps(k) => steps / u64::from(k.get()),
             Schedule::EveryEpochs(e) => epochs / u64::from(e.get()),
+            Schedule::EveryEpochsFromFirst(e) => epochs.div_ceil(u64::from(e.get())),
         }
     }
 }

@@ -18,6 +18,16 @@ fn schedules_fire_on_multiples_of_their_period() {
     assert_eq!(due, [2, 4, 6]);
     assert!((0..10).all(|s| !every_2.due_after_step(s)));
 
+    // The paper's schedule: after the first epoch, then every E from it.
+    let from_first = Schedule::every_epochs_from_first(3).unwrap();
+    let due: Vec<u64> = (0..12).filter(|&e| from_first.due_after_epoch(e)).collect();
+    assert_eq!(due, [1, 4, 7, 10]);
+    assert!((0..10).all(|s| !from_first.due_after_step(s)));
+    let each = Schedule::every_epochs_from_first(1).unwrap();
+    assert!(!each.due_after_epoch(0) && (1..50).all(|e| each.due_after_epoch(e)));
+    let huge = Schedule::every_epochs_from_first(u32::MAX).unwrap();
+    assert!(huge.due_after_epoch(1) && !huge.due_after_epoch(u64::MAX));
+
     let every_1 = Schedule::every_steps(1).unwrap();
     assert!(
         !every_1.due_after_step(0) && every_1.due_after_step(1) && every_1.due_after_step(u64::MAX)
@@ -32,7 +42,11 @@ fn schedules_fire_on_multiples_of_their_period() {
 
 #[test]
 fn zero_periods_are_refused() {
-    for made in [Schedule::every_steps(0), Schedule::every_epochs(0)] {
+    for made in [
+        Schedule::every_steps(0),
+        Schedule::every_epochs(0),
+        Schedule::every_epochs_from_first(0),
+    ] {
         assert!(
             matches!(made, Err(Error::InvalidValue { index: None, value, .. }) if value == 0.0)
         );
@@ -48,6 +62,15 @@ fn applications_count_the_due_points() {
         let e = Schedule::every_epochs(k).unwrap();
         let count = (1..=20u64).filter(|&n| e.due_after_epoch(n)).count() as u64;
         assert_eq!(e.applications(1000, 20), count);
+        let f = Schedule::every_epochs_from_first(k).unwrap();
+        for epochs in 0..20u64 {
+            let count = (1..=epochs).filter(|&n| f.due_after_epoch(n)).count() as u64;
+            assert_eq!(
+                f.applications(1000, epochs),
+                count,
+                "k {k}, {epochs} epochs"
+            );
+        }
     }
     assert_eq!(Schedule::Never.applications(100, 20), 0);
 }

@@ -126,6 +126,13 @@ pub struct TrainConfig {
     pub papa_lr_scaling: bool,
     /// PAPA-all and PAPA-2: apply after every this many epochs (never after the last).
     pub papa_every_epochs: u32,
+    /// PAPA-all and PAPA-2: the first averaging after the first epoch, then every
+    /// `papa_every_epochs` from it (the paper's code, `mix_from_start`: after epochs 1, 4,
+    /// 7, 10 of 12 for 3), instead of after epochs 3, 6, 9.
+    pub papa_from_first_epoch: bool,
+    /// Every member starts from one initialisation (member 0's), for every method, the
+    /// independent baseline included; the members still differ in data order and recipe.
+    pub same_init: bool,
     /// Average (or pair) the momentum buffers with the weights.
     pub average_momentum: bool,
     /// Calibration batches for REPAIR and BatchNorm re-estimation.
@@ -172,6 +179,8 @@ impl Default for TrainConfig {
             papa_alpha: None,
             papa_lr_scaling: true,
             papa_every_epochs: 3,
+            papa_from_first_epoch: false,
+            same_init: false,
             average_momentum: false,
             repair_batches: 5,
         }

@@ -344,3 +344,56 @@ fn a_library_caller_gets_its_bad_settings_refused() {
     assert!(matches!(err, TrainError::Config(_)), "{err}");
     assert!(err.to_string().contains("papa_every_epochs"), "{err}");
 }
+
+#[test]
+fn papa_all_on_the_papers_schedule_averages_after_the_first_epoch() {
+    let splits = small_splits();
+    let cfg = |from_first| TrainConfig {
+        epochs: 3,
+        papa_every_epochs: 2,
+        papa_from_first_epoch: from_first,
+        ..small_config("mlp:16")
+    };
+    // Each epoch's record is taken after that epoch's averaging: a PAPA-all leaves every
+    // member at the mean (REPAIR moves them alike), so their distance to it is zero.
+    let merged = |r: &EpochRecord| r.distance_to_mean.iter().all(|&d| d < 1e-6);
+    let history = |from_first| {
+        run(&cfg(from_first), &splits, Method::PapaAll, 1, None)
+            .result
+            .history
+    };
+    // The paper's: after epoch 1 (then 3, which is the last: never).
+    let paper = history(true);
+    assert_eq!(
+        paper.iter().map(merged).collect::<Vec<_>>(),
+        [true, false, false]
+    );
+    // papa's other schedule: after epoch 2 only.
+    let every = history(false);
+    assert_eq!(
+        every.iter().map(merged).collect::<Vec<_>>(),
+        [false, true, false]
+    );
+}
+
+#[test]
+fn same_init_starts_every_member_from_one_point() {
+    let splits = small_splits();
+    // A rate so small that one epoch leaves the members where they started (no BatchNorm in
+    // an MLP, so nothing else moves them).
+    let cfg = |same_init| TrainConfig {
+        epochs: 1,
+        lr: 1e-12,
+        same_init,
+        ..small_config("mlp:16")
+    };
+    let spread = |same_init| {
+        let result = run(&cfg(same_init), &splits, Method::None, 1, None).result;
+        result.history[0]
+            .distance_to_mean
+            .iter()
+            .fold(0.0f64, |a, &d| a.max(d))
+    };
+    assert!(spread(true) < 1e-6, "{}", spread(true));
+    assert!(spread(false) > 1.0, "{}", spread(false));
+}

@@ -77,7 +77,11 @@ impl MethodAveraging {
                 momentum: cfg.average_momentum,
             }),
             Method::PapaAll | Method::Papa2 => Self::EveryEpochs(EveryEpochs {
-                schedule: Schedule::every_epochs(cfg.papa_every_epochs)?,
+                schedule: if cfg.papa_from_first_epoch {
+                    Schedule::every_epochs_from_first(cfg.papa_every_epochs)?
+                } else {
+                    Schedule::every_epochs(cfg.papa_every_epochs)?
+                },
                 pairs: method == Method::Papa2,
                 epochs: cfg.epochs,
                 seed: cfg.seed,

@@ -428,8 +428,10 @@ impl<'a> Run<'a> {
         let rng = Rng::new(self.cfg.seed).fork(INIT_STREAM);
         let mut params = vec![0.0; self.p * self.n];
         for (j, member) in params.chunks_exact_mut(self.n).enumerate() {
+            // With same_init every member draws member 0's initialisation.
+            let stream = if self.cfg.same_init { 0 } else { j as u64 };
             self.spec
-                .init_member(&mut rng.fork(j as u64), member)
+                .init_member(&mut rng.fork(stream), member)
                 .map_err(model::Error::from)?;
         }
         engine.upload(&params, &vec![0.0; self.p * self.n])?;
