@@ -5,22 +5,31 @@
 # ones resume from their last epoch checkpoint (to the same bits).
 #
 #   scripts/paper-comparison.sh [SEEDS...]      (default: 0 1 2)
+#
+# VARIANT=name runs with configs/name.toml (e.g. paper-schedule, paper-schedule-same-init)
+# into run directories suffixed -name; METHODS="papa-all papa-2" limits the methods.
+# PAPA=path runs that binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p papa-cli --bin papa
-papa=target/release/papa
+papa=${PAPA:-target/release/papa}
+[[ -n "${PAPA:-}" ]] || cargo build --release -p papa-cli --bin papa
 seeds=("$@")
 [[ ${#seeds[@]} -gt 0 ]] || seeds=(0 1 2)
+read -r -a methods <<< "${METHODS:-none papa papa-all papa-2}"
+config=() suffix=""
+if [[ -n "${VARIANT:-}" ]]; then
+  config=(--config "configs/${VARIANT}.toml") suffix="-${VARIANT}"
+fi
 for seed in "${seeds[@]}"; do
-  for method in none papa papa-all papa-2; do
-    out="runs/fmnist-cnn-s-p5-e12-s${seed}-${method}"
+  for method in "${methods[@]}"; do
+    out="runs/fmnist-cnn-s-p5-e12-s${seed}-${method}${suffix}"
     if [[ -f "$out/results.json" ]]; then
       echo "done: $out"
     elif [[ -d "$out/checkpoints" ]]; then
       "$papa" train --resume "$out"
     else
-      "$papa" train --method "$method" --population 5 --epochs 12 --train-limit 0 \
-        --seed "$seed" --out "$out"
+      "$papa" train "${config[@]}" --method "$method" --population 5 --epochs 12 \
+        --train-limit 0 --seed "$seed" --out "$out"
     fi
   done
 done

@@ -7,6 +7,7 @@ document is copied from the runs, never typed:
 then one row per method: mean and standard deviation over the runs (seeds) given.
 """
 import json
+import os
 import statistics
 import sys
 
@@ -16,8 +17,25 @@ def pct(x):
 
 
 ORDER = ["none", "papa", "papa-all", "papa-2"]
-runs = [r for path in sys.argv[1:] for r in json.load(open(path))["results"]]
+def timings(path):
+    """The run's wall times (timings.json beside results.json; older runs kept them inside)."""
+    try:
+        return json.load(open(os.path.join(os.path.dirname(path), "timings.json")))
+    except (OSError, ValueError):
+        return {}
+
+
+runs = []
+for path in sys.argv[1:]:
+    walls = timings(path)
+    for r in json.load(open(path))["results"]:
+        r.setdefault("wall_seconds", walls.get(r["method"]))
+        runs.append(r)
 runs.sort(key=lambda r: (r["seed"], ORDER.index(r["method"]) if r["method"] in ORDER else len(ORDER)))
+def wall(seconds):
+    return "n/a" if seconds is None else f"{round(seconds / 60)} min"
+
+
 def rep(a):
     return "n/a" if a.get("repaired") is None else pct(a["repaired"])
 
@@ -30,7 +48,7 @@ for r in runs:
         f"| {pct(r['uniform_soup']['plain'])} ({rep(r['uniform_soup'])}) "
         f"| {pct(r['greedy_soup']['plain'])} ({r['greedy_soup_size']}) ({rep(r['greedy_soup'])}) "
         f"| {pct(r['final_model'])} ({r['final_model_is']}) "
-        f"| {round(r['wall_seconds'] / 60)} min |"
+        f"| {wall(r['wall_seconds'])} |"
     )
 
 def mean_sd(xs):

@@ -8,6 +8,7 @@ use crate::error::CliError;
 use papa_train::checkpoint::write_atomic;
 use papa_train::config::{Method, TrainConfig};
 use papa_train::report::RunRecord;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The settings file that says which run a directory holds.
@@ -15,6 +16,10 @@ pub const CONFIG_FILE: &str = "config.toml";
 
 /// What produced the run besides its settings (data, numerics version, CPU path).
 pub const RECORD_FILE: &str = "run.json";
+
+/// Each finished method's wall time in seconds: kept apart from the results, whose bytes
+/// do not depend on how fast the machine was.
+pub const TIMINGS_FILE: &str = "timings.json";
 
 /// Makes `out` ready for a new run of `cfg` and `record`: nothing to do when it is new or
 /// holds the same run (whose finished methods are then kept); otherwise, with `replace`,
@@ -45,6 +50,7 @@ pub fn claim(
     let mut files = vec![
         CONFIG_FILE.to_string(),
         RECORD_FILE.into(),
+        TIMINGS_FILE.into(),
         "results.json".into(),
         "results.md".into(),
         "accuracy.svg".into(),
@@ -80,6 +86,21 @@ pub fn mark(out: &Path, cfg: &TrainConfig, record: &RunRecord) -> Result<(), Cli
     )?;
     write_atomic(&out.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
     Ok(())
+}
+
+/// The wall times recorded in `out` (none when the file is missing or unreadable: they are
+/// shown, never used).
+pub fn timings(out: &Path) -> BTreeMap<String, f64> {
+    std::fs::read_to_string(out.join(TIMINGS_FILE))
+        .ok()
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default()
+}
+
+/// Writes the wall times of `out`'s finished methods.
+pub fn write_timings(out: &Path, timings: &BTreeMap<String, f64>) -> Result<(), CliError> {
+    let json = serde_json::to_string_pretty(timings)?;
+    Ok(write_atomic(&out.join(TIMINGS_FILE), json.as_bytes())?)
 }
 
 /// How the run in `out` differs from one of `cfg` and `record` (`None`: the same run).

@@ -144,6 +144,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         cfg.epochs,
         cfg.methods.iter().map(|m| m.name()).collect::<Vec<_>>()
     );
+    let mut timings = run_dir::timings(&out);
     let mut results = Vec::new();
     for &method in &cfg.methods {
         let done = checkpoints.join(format!("{}.result.json", method.name()));
@@ -156,8 +157,8 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
             let json =
                 std::fs::read_to_string(&done).map_err(|e| parse(serde_json::Error::io(e)))?;
             let mut kept = serde_json::from_str::<MethodResult>(&json).map_err(parse)?;
-            // Timed by an earlier invocation; result files hold no timings (results.md: n/a).
-            kept.wall_seconds = f64::NAN;
+            // Result files hold no timings: the invocation that trained it kept its own.
+            kept.wall_seconds = timings.get(method.name()).copied().unwrap_or(f64::NAN);
             results.push(kept);
             note!(
                 "{}: already finished, kept from {}",
@@ -191,6 +192,8 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
             outcome.result.members_mean,
             outcome.result.wall_seconds
         );
+        timings.insert(method.name().into(), outcome.result.wall_seconds);
+        run_dir::write_timings(&out, &timings)?;
         results.push(outcome.result);
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");

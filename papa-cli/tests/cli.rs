@@ -348,6 +348,19 @@ fn a_run_directory_never_holds_another_runs_results() {
         "{}",
         stderr(&same)
     );
+    // Its wall time lives beside the results (whose bytes do not depend on it) and still
+    // shows in the kept run's table.
+    let timings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("timings.json")).unwrap()).unwrap();
+    assert!(
+        timings["none"].as_f64().is_some_and(|s| s > 0.0),
+        "{timings}"
+    );
+    let table = String::from_utf8_lossy(&same.stdout).into_owned();
+    assert!(
+        table.contains(" s |") && !table.contains("n/a |"),
+        "{table}"
+    );
     let forced = tiny_run(dir.path(), &["--out", out_arg, "--seed", "3", "--force"]);
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert_eq!(seed_of(&out.join("results.json")), 3);
