@@ -550,7 +550,7 @@ impl<'a> Run<'a> {
         let means = member_sums.iter().map(|s| s / steps);
         // Soft cross-entropy starts near ln(classes); no healthy epoch averages 100 times that.
         let bound = 100.0 * (classes.max(2) as f64).ln();
-        if let Some((member, loss)) = means.enumerate().find(|&(_, l)| !(l <= bound)) {
+        if let Some((member, loss)) = means.enumerate().find(|&(_, l)| l.is_nan() || l > bound) {
             return Err(TrainError::LossExploded {
                 member,
                 epoch: epoch + 1,
