@@ -5,7 +5,6 @@ use super::{calibration_batches, Diversity, Engine, EngineError, Rule};
 use crate::model::{self, reset_running_stats, Input, Mode, ModelSpec, Network, BN_MOMENTUM};
 use crate::optim::Sgd;
 use papa_core::diversity::{distances_to_mean, mean_pairwise_cosine};
-use papa_core::layout::Layout;
 use papa_core::population::{Contiguous, Population};
 use papa_core::repair::{accumulate, fold_correction, Bias, Correction, Moments};
 use papa_core::rules::{papa2_scratch_len, Options, Weights};
@@ -53,7 +52,7 @@ impl CpuEngine {
         let net = Network::with_isa(spec, population, capacity, isa)?;
         let n = spec.len();
         // The rules' layout (counters take the max) is built per call; checked once here.
-        Layout::new(&spec.tensor_specs())?;
+        model::rule_options(&spec.tensor_specs())?;
         Ok(Self {
             net,
             params: model::zeroed("population", &[population, n])?,
@@ -164,10 +163,7 @@ impl Engine for CpuEngine {
         let (isa, p) = (self.isa(), self.population());
         // Borrows the network's spec only, so that the population can change.
         let tensors = self.net.spec().tensor_specs();
-        let opts = Options {
-            layout: Some(Layout::new(&tensors)?),
-            check_finite: false,
-        };
+        let opts = model::rule_options(&tensors)?;
         apply_rule(isa, &mut self.params, p, rule, &opts)?;
         if momentum {
             // A counter's velocity is zero: the velocity is averaged entry by entry.
@@ -178,10 +174,7 @@ impl Engine for CpuEngine {
 
     fn average(&self, weights: Weights<'_>) -> Result<Vec<f32>, EngineError> {
         let tensors = self.net.spec().tensor_specs();
-        let opts = Options {
-            layout: Some(Layout::new(&tensors)?),
-            check_finite: false,
-        };
+        let opts = model::rule_options(&tensors)?;
         let mut out = vec![0.0; self.net.spec().len()];
         let pop = Contiguous::new(&self.params[..], self.population())?;
         rules::average(self.isa(), &pop, weights, &mut out, &opts)?;

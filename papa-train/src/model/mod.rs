@@ -37,6 +37,18 @@ use papa_core::layout::TensorKind;
 use papa_core::LengthMismatch;
 use papa_model::ModelError;
 
+/// The rules' options over `tensors` (a spec's `tensor_specs()`): its layout, so that
+/// counters take the max instead of being averaged, and no finiteness scan (the engine's
+/// values are its own).
+pub(crate) fn rule_options<'a>(
+    tensors: &'a [papa_core::layout::TensorSpec<'a>],
+) -> Result<papa_core::rules::Options<'a>, papa_core::Error> {
+    Ok(papa_core::rules::Options {
+        layout: Some(papa_core::layout::Layout::new(tensors)?),
+        check_finite: false,
+    })
+}
+
 /// A zeroed buffer of `factors` multiplied values, or [`Error::OutOfMemory`] naming it.
 pub(crate) fn zeroed<T: Clone + Default>(
     what: &'static str,

@@ -5,10 +5,9 @@ use super::surgery::Surgery;
 use super::{Run, State, TrainError};
 use crate::engine::Engine;
 use crate::eval::{population_accuracy, EvalError, PopulationAccuracy};
+use crate::model;
 use crate::report::{Accuracy, MethodResult};
-use papa_core::layout::Layout;
 use papa_core::population::Contiguous;
-use papa_core::rules::Options;
 use papa_core::soup::{greedy_soup, GreedyBuffers};
 
 /// A candidate final model and its accuracies.
@@ -90,10 +89,7 @@ fn repaired(
 fn greedy(run: &Run<'_>, surgery: &mut Surgery, params: &[f32]) -> Result<Greedy, TrainError> {
     let (p, n) = (run.p, run.n);
     let tensors = run.spec.tensor_specs();
-    let opts = Options {
-        layout: Some(Layout::new(&tensors)?),
-        check_finite: false,
-    };
+    let opts = model::rule_options(&tensors)?;
     let (mut order, mut scores, mut weights) = (vec![0; p], vec![0.0; p], vec![0.0; p]);
     let (mut candidate, mut model) = (vec![0.0; n], vec![0.0; n]);
     let mut failure: Option<EvalError> = None;
