@@ -208,8 +208,8 @@ fn failures_dir() -> PathBuf {
         .join("fuzz-failures")
 }
 
-/// The inputs saved by earlier failures of target `name`, in name order.
-fn saved_failures(dir: &Path, name: &str) -> Vec<Vec<u8>> {
+/// The inputs saved by earlier failures of target `name`, with their files, in name order.
+fn saved_failures(dir: &Path, name: &str) -> Vec<(Option<PathBuf>, Vec<u8>)> {
     let prefix = format!("{name}-");
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -226,7 +226,10 @@ fn saved_failures(dir: &Path, name: &str) -> Vec<Vec<u8>> {
         })
         .collect();
     paths.sort();
-    paths.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+    paths
+        .into_iter()
+        .filter_map(|p| std::fs::read(&p).ok().map(|b| (Some(p), b)))
+        .collect()
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -274,21 +277,22 @@ pub fn fuzz<E: fmt::Display>(
     if corpus.is_empty() {
         corpus.push(Vec::new());
     }
-    let fixed: Vec<Vec<u8>> = saved_failures(&dir, name)
+    // Replayed failures name their own file; the seeds have none.
+    let fixed: Vec<(Option<PathBuf>, Vec<u8>)> = saved_failures(&dir, name)
         .into_iter()
-        .chain(seeds.iter().cloned())
+        .chain(seeds.iter().map(|s| (None, s.clone())))
         .collect();
     let mut mutants = 0u64;
     let mut fixed = fixed.into_iter();
     loop {
-        let (input, mutant) = match fixed.next() {
-            Some(input) => (input, false),
+        let (input, mutant, file) = match fixed.next() {
+            Some((file, input)) => (input, false, file),
             None if mutants >= budget.cases || start.elapsed() >= budget.time => break,
             None => {
                 mutants += 1;
                 let base = pick.below(corpus.len());
                 let other = pick.below(corpus.len());
-                (mutator.mutate(&corpus[base], &corpus[other]), true)
+                (mutator.mutate(&corpus[base], &corpus[other]), true, None)
             }
         };
         let case = report.inputs;
@@ -315,11 +319,16 @@ pub fn fuzz<E: fmt::Display>(
                 }
             }
             Err(payload) => {
-                let path = dir.join(format!("{name}-{case}.bin"));
-                let saved = std::fs::create_dir_all(&dir)
-                    .and_then(|()| std::fs::write(&path, &input))
-                    .map(|()| path)
-                    .map_err(|e| format!("{}: {e}", dir.display()));
+                let saved = match file {
+                    Some(path) => Ok(path),
+                    None => {
+                        let path = dir.join(format!("{name}-{case}.bin"));
+                        std::fs::create_dir_all(&dir)
+                            .and_then(|()| std::fs::write(&path, &input))
+                            .map(|()| path)
+                            .map_err(|e| format!("{}: {e}", dir.display()))
+                    }
+                };
                 return Err(Failure {
                     name: name.into(),
                     case,
@@ -441,10 +450,9 @@ mod tests {
             path.file_name().unwrap().to_str().unwrap(),
             format!("{name}-{}.bin", failure.case)
         );
-        // The next run fails on the saved input first, before any mutant.
+        // The next run fails on the saved input first, before any mutant, and names it.
         let again = fuzz(name, &[SEED.to_vec()], &budget(10_000), target).unwrap_err();
-        assert_eq!(again.case, 0);
+        assert_eq!((again.case, again.saved), (0, Ok(path.clone())));
         std::fs::remove_file(&path).unwrap();
-        std::fs::remove_file(again.saved.unwrap()).unwrap();
     }
 }
