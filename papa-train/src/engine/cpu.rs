@@ -1,7 +1,7 @@
 //! The CPU engine: [`Network`]'s population-batched f32 kernels and papa-core's rules, both
 //! on the CPU path detected at run time (papa-cpu).
 
-use super::{calibration_batches, Diversity, Engine, EngineError, Rule};
+use super::{calibration_batches, repair_target, Diversity, Engine, EngineError, Rule};
 use crate::model::{self, reset_running_stats, Input, Mode, ModelSpec, Network, BN_MOMENTUM};
 use crate::optim::Sgd;
 use papa_core::diversity::{distances_to_mean, mean_pairwise_cosine};
@@ -231,11 +231,7 @@ impl Engine for CpuEngine {
         batch: usize,
     ) -> Result<Vec<Moments>, EngineError> {
         let (p, spec) = (self.population(), self.net.spec());
-        let channels = spec
-            .repairable()
-            .nth(layer)
-            .ok_or(EngineError::NoSuchLayer(layer))?
-            .channels;
+        let channels = repair_target(spec, layer)?.0.channels;
         let batches = calibration_batches(calibration, batch, spec.input_len())?;
         self.has_gradients = false;
         let mut moments = vec![Moments::EMPTY; p * channels];
@@ -251,15 +247,9 @@ impl Engine for CpuEngine {
 
     fn fold(&mut self, layer: usize, corrections: &[Correction]) -> Result<(), EngineError> {
         let (p, n, spec) = (self.population(), self.net.spec().len(), self.net.spec());
-        let target = spec
-            .repairable()
-            .nth(layer)
-            .ok_or(EngineError::NoSuchLayer(layer))?;
+        let (target, weight, bias) = repair_target(spec, layer)?;
         let c = target.channels;
         Self::check_len("corrections (P x C)", p * c, corrections.len())?;
-        let missing = || EngineError::NoSuchLayer(layer);
-        let weight = spec.find(&target.weight).ok_or_else(missing)?;
-        let bias = spec.find(&target.bias).ok_or_else(missing)?;
         let w_range = weight.offset..weight.offset + weight.shape.iter().product::<usize>();
         let b_offset = bias.offset;
         if w_range.end > b_offset {

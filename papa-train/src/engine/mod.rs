@@ -13,7 +13,7 @@ mod reference;
 pub use cpu::CpuEngine;
 pub use reference::Reference;
 
-use crate::model::{self, Input, Mode, ModelSpec};
+use crate::model::{self, Input, Mode, ModelSpec, RepairableLayer, TensorInfo};
 use crate::optim::{OptimError, Sgd};
 use papa_core::repair::{Correction, Moments};
 use papa_core::rules::Weights;
@@ -125,6 +125,18 @@ pub trait Engine {
     /// Folds per-member, per-channel corrections (`P x C`: `y <- scale y + shift`) into
     /// repairable layer `layer`'s weight and bias.
     fn fold(&mut self, layer: usize, corrections: &[Correction]) -> Result<(), EngineError>;
+}
+
+/// Repairable layer `layer` of `spec` with its weight and bias tensors.
+pub(crate) fn repair_target(
+    spec: &ModelSpec,
+    layer: usize,
+) -> Result<(&RepairableLayer, &TensorInfo, &TensorInfo), EngineError> {
+    let missing = || EngineError::NoSuchLayer(layer);
+    let target = spec.repairable().nth(layer).ok_or_else(missing)?;
+    let weight = spec.find(&target.weight).ok_or_else(missing)?;
+    let bias = spec.find(&target.bias).ok_or_else(missing)?;
+    Ok((target, weight, bias))
 }
 
 /// The calibration batches of `calibration`: whole batches of `batch` samples of

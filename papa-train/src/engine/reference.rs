@@ -3,7 +3,7 @@
 //! and no rule with papa-core, so that the conformance suite compares two independent
 //! implementations.
 
-use super::{calibration_batches, Diversity, Engine, EngineError, Rule};
+use super::{calibration_batches, repair_target, Diversity, Engine, EngineError, Rule};
 use crate::model::{self, Input, Mode, ModelSpec, BN_EPS, BN_MOMENTUM};
 use crate::optim::{OptimError, Sgd};
 use papa_core::layout::TensorKind;
@@ -934,12 +934,7 @@ impl Engine for Reference {
         calibration: &[f32],
         batch: usize,
     ) -> Result<Vec<Moments>, EngineError> {
-        let target = self
-            .spec
-            .repairable()
-            .nth(layer)
-            .ok_or(EngineError::NoSuchLayer(layer))?
-            .clone();
+        let target = repair_target(&self.spec, layer)?.0.clone();
         let (p, c) = (self.population, target.channels);
         let out_len = self.spec.ops()[target.op].out_len();
         let spatial = out_len / c.max(1);
@@ -970,20 +965,13 @@ impl Engine for Reference {
     }
 
     fn fold(&mut self, layer: usize, corrections: &[Correction]) -> Result<(), EngineError> {
-        let target = self
-            .spec
-            .repairable()
-            .nth(layer)
-            .ok_or(EngineError::NoSuchLayer(layer))?;
+        let (target, weight, bias) = repair_target(&self.spec, layer)?;
         let (n, c) = (self.spec.len(), target.channels);
         check_len(
             "corrections (P x C)",
             self.population * c,
             corrections.len(),
         )?;
-        let missing = || EngineError::NoSuchLayer(layer);
-        let weight = self.spec.find(&target.weight).ok_or_else(missing)?;
-        let bias = self.spec.find(&target.bias).ok_or_else(missing)?;
         let fan_in = weight.shape.iter().product::<usize>() / c.max(1);
         for (member, fix) in self
             .params
