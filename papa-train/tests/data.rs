@@ -291,6 +291,42 @@ fn csv_errors_name_file_line_and_column() {
 }
 
 #[test]
+fn csv_labels_beyond_usize_are_out_of_range_not_an_overflow() {
+    // Found by the fuzzer: the class count was largest label + 1 in usize.
+    let text = "1,184467464646464407370\n";
+    let err = csv::parse(text, Path::new("big.csv"), &CsvOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::Csv {
+                line: 1,
+                column: 2,
+                ..
+            }
+        ) && err.to_string().contains("out of range"),
+        "{err}"
+    );
+    let options = CsvOptions {
+        label_column: LabelColumn::Index(0),
+        classes: Some(4),
+        ..CsvOptions::default()
+    };
+    let text = "labek,a,b\n018446744073709551615,0.5,1\n0,-2,3e-2\n";
+    let err = csv::parse(text, Path::new("big.csv"), &options).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::Csv {
+                line: 2,
+                column: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn csv_directory_loads_with_shared_classes() {
     let dir = tempfile::tempdir().unwrap();
     let train: String = (0..30)

@@ -169,7 +169,10 @@ pub fn parse(text: &str, path: &Path, options: &CsvOptions) -> Result<Dataset, D
     }
 
     let largest = raw_labels.iter().map(|&(_, v)| v).fold(0.0, f64::max);
-    let classes = options.classes.unwrap_or(largest as usize + 1);
+    // A label beyond usize (1e20) saturates: it is then refused as out of range below.
+    let classes = options
+        .classes
+        .unwrap_or_else(|| (largest as usize).saturating_add(1));
     let limit = classes.min(256);
     let labels = raw_labels
         .iter()
