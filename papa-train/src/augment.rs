@@ -110,6 +110,43 @@ pub fn draw_recipes(run_seed: u64, population: usize, base: Recipe) -> Vec<Recip
     (0..population).map(|i| all[i % all.len()]).collect()
 }
 
+/// Whom each sample of a batch is mixed with under mixup and CutMix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MixPartner {
+    /// A random permutation of the batch (papa's default).
+    #[default]
+    Shuffled,
+    /// The batch in reversed order: sample `i` with sample `B - 1 - i` (the PyTorch
+    /// replica's `flip(0)`).
+    Reversed,
+}
+
+/// How the random-erasing box is drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErasingBox {
+    /// torchvision's `RandomErasing`: up to 10 tries of an area in `[0.02, 0.33)` and an
+    /// aspect ratio in `[0.3, 3.3)`, nothing erased when no try fits (papa's default).
+    #[default]
+    Torchvision,
+    /// One try of an area in `[0.02, 1/3]` and an aspect ratio in `[0.3, 1/0.3]`, its sides
+    /// clamped to the image (the PyTorch replica's).
+    OneClamped,
+}
+
+/// How [`augment_batch_with`] fills and draws what the [`Recipe`] leaves open: settings of a
+/// run, the same for every member.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AugmentStyle {
+    /// The value of the crop's padding.
+    pub pad_value: f32,
+    /// Mixup and CutMix partners.
+    pub mix_partner: MixPartner,
+    /// Random-erasing boxes.
+    pub erasing_box: ErasingBox,
+}
+
 /// Why a batch could not be augmented.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AugmentError {
@@ -152,7 +189,8 @@ pub struct BatchShape {
 /// (`(1 - ls) * onehot + ls / classes`); then mixup or CutMix over the whole batch (one of
 /// them with probability 0.5 when both are on), mixing targets like images; finally random
 /// erasing per sample, as torchvision's `RandomErasing(p, scale (0.02, 0.33),
-/// ratio (0.3, 3.3), value 0)`.
+/// ratio (0.3, 3.3), value 0)`. Mixup and CutMix partners are a random permutation of the
+/// batch. [`augment_batch_with`] chooses the partners and the erasing boxes.
 pub fn augment_batch(
     recipe: &Recipe,
     rng: &mut Rng,
@@ -162,6 +200,26 @@ pub fn augment_batch(
     pad_value: f32,
     targets: &mut [f32],
 ) -> Result<(), AugmentError> {
+    let style = AugmentStyle {
+        pad_value,
+        mix_partner: MixPartner::Shuffled,
+        erasing_box: ErasingBox::Torchvision,
+    };
+    augment_batch_with(recipe, rng, images, labels, shape, &style, targets)
+}
+
+/// [`augment_batch`] with the crop's padding value, the mixing partners and the erasing
+/// boxes of `style`.
+pub fn augment_batch_with(
+    recipe: &Recipe,
+    rng: &mut Rng,
+    images: &mut [f32],
+    labels: &[u8],
+    shape: BatchShape,
+    style: &AugmentStyle,
+    targets: &mut [f32],
+) -> Result<(), AugmentError> {
+    let pad_value = style.pad_value;
     let BatchShape {
         channels,
         height,
@@ -230,7 +288,10 @@ pub fn augment_batch(
         });
         let mut lambda = sample_beta(rng, alpha, alpha);
         let mut partner: Vec<usize> = (0..batch).collect();
-        rng.shuffle(&mut partner);
+        match style.mix_partner {
+            MixPartner::Shuffled => rng.shuffle(&mut partner),
+            MixPartner::Reversed => partner.reverse(),
+        }
         let original = images.to_vec();
         if use_mixup {
             let (l, r) = (lambda as f32, (1.0 - lambda) as f32);
@@ -266,7 +327,11 @@ pub fn augment_batch(
     if recipe.erasing > 0.0 {
         for sample in images.chunks_exact_mut(sample_len) {
             if rng.uniform_f32() < recipe.erasing {
-                if let Some((y0, h, x0, w)) = erasing_box(rng, height, width) {
+                let drawn = match style.erasing_box {
+                    ErasingBox::Torchvision => erasing_box(rng, height, width),
+                    ErasingBox::OneClamped => Some(one_clamped_box(rng, height, width)),
+                };
+                if let Some((y0, h, x0, w)) = drawn {
                     for p in sample.chunks_exact_mut(plane) {
                         for y in y0..y0 + h {
                             p[y * width + x0..y * width + x0 + w].fill(0.0);
@@ -342,6 +407,21 @@ fn erasing_box(rng: &mut Rng, h: usize, w: usize) -> Option<(usize, usize, usize
         }
     }
     None
+}
+
+/// The PyTorch replica's erasing box `(y0, height, x0, width)`: one try of an area fraction
+/// uniform in `[0.02, 1/3]` and a log-uniform aspect ratio in `[0.3, 1/0.3]`, each side
+/// rounded and clamped to the image, so that a box is always drawn (possibly a smaller one).
+fn one_clamped_box(rng: &mut Rng, h: usize, w: usize) -> (usize, usize, usize, usize) {
+    let area = (h * w) as f64;
+    let log_hi = (1.0f64 / 0.3).ln();
+    let target = area * (0.02 + (1.0 / 3.0 - 0.02) * rng.uniform_f64());
+    let aspect = (-log_hi + 2.0 * log_hi * rng.uniform_f64()).exp();
+    let eh = ((target * aspect).sqrt().round() as usize).min(h);
+    let ew = ((target / aspect).sqrt().round() as usize).min(w);
+    let y0 = rng.below((h - eh + 1) as u64) as usize;
+    let x0 = rng.below((w - ew + 1) as u64) as usize;
+    (y0, eh, x0, ew)
 }
 
 /// A standard normal draw (Box-Muller, one of the pair).
