@@ -124,6 +124,52 @@ pub enum DataError {
     /// A batch size of zero.
     #[error("the batch size must be at least 1")]
     ZeroBatch,
+    /// A validation index given in memory is out of range or repeated, or the indices leave
+    /// no training sample; [`load_with`] names the file and line instead.
+    #[error("validation index at position {position} (0-based) of the list given: {problem}")]
+    ValIndex {
+        /// Its position in the list.
+        position: usize,
+        /// What was wrong.
+        problem: ValIndexProblem,
+    },
+    /// A validation-indices file is wrong.
+    #[error("{}: line {line}: {message}", path.display())]
+    ValIndicesFile {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0: the file as a whole).
+        line: usize,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// What is wrong with a validation index ([`DataError::ValIndex`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValIndexProblem {
+    /// Beyond the training file.
+    #[error("{index} is out of range for {samples} training samples")]
+    OutOfRange {
+        /// The index.
+        index: u32,
+        /// Samples in the training file.
+        samples: usize,
+    },
+    /// Given twice.
+    #[error("{index} was given before, at position {first}")]
+    Repeated {
+        /// The index.
+        index: u32,
+        /// The position of its first occurrence.
+        first: usize,
+    },
+    /// Every sample is held out.
+    #[error("the indices hold all {samples} samples: no training data is left")]
+    NoTrainingLeft {
+        /// Samples in the training file.
+        samples: usize,
+    },
 }
 
 /// A labelled set of images, `n x channels x height x width`, row-major (NCHW).
@@ -374,6 +420,27 @@ impl Splits {
         if !(0.0..1.0).contains(&val_fraction) {
             return Err(bad_fraction);
         }
+        let n = u32::try_from(train.len()).map_err(|_| DataError::TooMany(train.len()))?;
+        let val_count = (val_fraction * f64::from(n)).round() as usize;
+        if val_count >= n as usize {
+            return Err(bad_fraction);
+        }
+        let mut order: Vec<u32> = (0..n).collect();
+        Rng::new(seed).fork(VAL_STREAM).shuffle(&mut order);
+        let val_idx = &mut order[..val_count];
+        val_idx.sort_unstable();
+        Splits::with_val_indices(train, test, val_idx)
+    }
+
+    /// Builds the splits with the samples at `val` (0-based indices into `train`, in that
+    /// order) as the validation split and the others, in their original order, as the
+    /// training split. Out-of-range or repeated indices, or indices that leave no training
+    /// sample, are an error naming the position in `val`.
+    pub fn with_val_indices(
+        train: Dataset,
+        test: Dataset,
+        val: &[u32],
+    ) -> Result<Splits, DataError> {
         let shape = |d: &Dataset| [d.channels, d.height, d.width];
         if shape(&train) != shape(&test) {
             return Err(DataError::Shapes {
@@ -382,19 +449,32 @@ impl Splits {
             });
         }
         let n = u32::try_from(train.len()).map_err(|_| DataError::TooMany(train.len()))?;
-        let val_count = (val_fraction * f64::from(n)).round() as usize;
-        if val_count >= n as usize {
-            return Err(bad_fraction);
+        // Where each sample went in `val`, to name both places of a repeated index.
+        let mut held: Vec<Option<usize>> = vec![None; n as usize];
+        for (position, &index) in val.iter().enumerate() {
+            let bad = |problem| DataError::ValIndex { position, problem };
+            let samples = n as usize;
+            let slot = held
+                .get_mut(index as usize)
+                .ok_or_else(|| bad(ValIndexProblem::OutOfRange { index, samples }))?;
+            if let Some(first) = *slot {
+                return Err(bad(ValIndexProblem::Repeated { index, first }));
+            }
+            *slot = Some(position);
         }
-        let mut order: Vec<u32> = (0..n).collect();
-        Rng::new(seed).fork(VAL_STREAM).shuffle(&mut order);
-        let (val_idx, train_idx) = order.split_at_mut(val_count);
-        val_idx.sort_unstable();
-        train_idx.sort_unstable();
+        let train_idx: Vec<u32> = (0..n).filter(|&i| held[i as usize].is_none()).collect();
+        if train_idx.is_empty() {
+            return Err(DataError::ValIndex {
+                position: val.len().saturating_sub(1),
+                problem: ValIndexProblem::NoTrainingLeft {
+                    samples: n as usize,
+                },
+            });
+        }
         let channels = train.channels;
         Ok(Splits {
-            val: train.subset(val_idx),
-            train: train.subset(train_idx),
+            val: train.subset(val),
+            train: train.subset(&train_idx),
             test,
             normalization: Normalization::identity(channels),
             pixel_scale: 1.0,
@@ -408,7 +488,16 @@ impl Splits {
     /// `mean`/`std` always map raw values to the current ones. A constant channel gets
     /// std 1 so that it maps to 0 instead of NaN.
     pub fn normalize(&mut self) -> Result<(), DataError> {
-        let (mean, std) = channel_stats(&self.train);
+        self.normalize_over(NormalizeOver::TrainSplit)
+    }
+
+    /// [`Splits::normalize`] with the mean and std computed over the samples `over` names:
+    /// the training split, or the whole training file (training and validation splits).
+    pub fn normalize_over(&mut self, over: NormalizeOver) -> Result<(), DataError> {
+        let (mean, std) = match over {
+            NormalizeOver::TrainSplit => channel_stats(&[&self.train]),
+            NormalizeOver::TrainFile => channel_stats(&[&self.train, &self.val]),
+        };
         let step = Normalization {
             mean: mean.iter().map(|&m| m as f32).collect(),
             std: std.iter().map(|&s| s as f32).collect(),
@@ -437,22 +526,42 @@ impl Splits {
     }
 }
 
-/// Per-channel mean and std of `d`, summed in f64 over fixed chunks and combined in a fixed
-/// order, so that the result has the same bits on any thread count.
-fn channel_stats(d: &Dataset) -> (Vec<f64>, Vec<f64>) {
+/// Which samples the normalisation's mean and std are computed over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormalizeOver {
+    /// The training split: the training file less the validation split (papa's default).
+    #[default]
+    TrainSplit,
+    /// The whole training file, validation split included (the PyTorch replica's).
+    TrainFile,
+}
+
+/// Per-channel mean and std over the samples of `parts` (all of one shape), summed in f64
+/// over fixed chunks of each part and combined in a fixed order, so that the result has the
+/// same bits on any thread count.
+fn channel_stats(parts: &[&Dataset]) -> (Vec<f64>, Vec<f64>) {
+    let Some(d) = parts.first() else {
+        return (Vec::new(), Vec::new());
+    };
     let plane = d.height * d.width;
-    let count = (d.len() * plane).max(1) as f64;
+    let samples: usize = parts.iter().map(|p| p.len()).sum();
+    let count = (samples * plane).max(1) as f64;
     let sums = |f: &(dyn Fn(usize, f32) -> f64 + Sync)| -> Vec<f64> {
-        let partial: Vec<Vec<f64>> = d
-            .images
-            .par_chunks(d.sample_len().max(1) * 256)
-            .map(|block| {
-                let mut acc = vec![0.0f64; d.channels];
-                for (k, values) in block.chunks(plane.max(1)).enumerate() {
-                    let c = k % d.channels;
-                    acc[c] += values.iter().map(|&v| f(c, v)).sum::<f64>();
-                }
-                acc
+        let partial: Vec<Vec<f64>> = parts
+            .iter()
+            .flat_map(|part| {
+                part.images
+                    .par_chunks(d.sample_len().max(1) * 256)
+                    .map(|block| {
+                        let mut acc = vec![0.0f64; d.channels];
+                        for (k, values) in block.chunks(plane.max(1)).enumerate() {
+                            let c = k % d.channels;
+                            acc[c] += values.iter().map(|&v| f(c, v)).sum::<f64>();
+                        }
+                        acc
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
         (0..d.channels)
@@ -492,12 +601,16 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// How [`load_with`] reads a source.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LoadOptions {
     /// Fraction of the training file held out for validation.
     pub val_fraction: f64,
     /// Seed of the validation split.
     pub seed: u64,
+    /// A file of 0-based indices into the training file (whitespace-separated, any number
+    /// per line), the validation split in that order, in place of `val_fraction` and
+    /// `seed`'s random one. Its size and SHA-256 join the data's identity.
+    pub val_indices: Option<PathBuf>,
     /// How CSV tables are read (ignored for IDX sources).
     pub csv: CsvOptions,
 }
@@ -508,6 +621,7 @@ impl Default for LoadOptions {
         LoadOptions {
             val_fraction: 0.1,
             seed: 0,
+            val_indices: None,
             csv: CsvOptions::default(),
         }
     }
@@ -558,7 +672,7 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
     let (mut pixel_scale, mut class_names) = (1.0, Vec::new());
     // The label files, and whether the class count is inferred from their labels.
     let (label_files, inferred): ([PathBuf; 2], bool);
-    let data_files: Vec<PathBuf>;
+    let mut data_files: Vec<PathBuf>;
     let (train, test) = if let Some(files) = idx_files(&dir) {
         // Flips keep clothes in their class; only Fashion-MNIST is known to be such data.
         let hflip_ok = dir_name.contains("fashion");
@@ -607,13 +721,66 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
     if inferred {
         every_class_has_training_samples(&train, &test, &label_files)?;
     }
-    let mut splits = Splits::new(train, test, options.val_fraction, options.seed)?;
+    let mut splits = match &options.val_indices {
+        None => Splits::new(train, test, options.val_fraction, options.seed)?,
+        Some(path) => {
+            let (indices, lines) = read_val_indices(path)?;
+            data_files.push(path.clone());
+            Splits::with_val_indices(train, test, &indices).map_err(|e| match e {
+                DataError::ValIndex { position, problem } => {
+                    let line = |at: usize| lines.get(at).copied().unwrap_or(0);
+                    let message = match problem {
+                        ValIndexProblem::Repeated { index, first } => {
+                            format!("index {index} repeats the one on line {}", line(first))
+                        }
+                        other => other.to_string(),
+                    };
+                    DataError::ValIndicesFile {
+                        path: path.clone(),
+                        line: line(position),
+                        message,
+                    }
+                }
+                other => other,
+            })?
+        }
+    };
     splits.pixel_scale = pixel_scale;
     splits.identity = DataIdentity::of_files(&data_files)?;
     if class_names.len() == splits.train.classes {
         splits.class_names = class_names;
     }
     Ok(splits)
+}
+
+/// The indices of a validation-indices file, in order, and the 1-based line of each.
+fn read_val_indices(path: &Path) -> Result<(Vec<u32>, Vec<usize>), DataError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let (mut indices, mut lines) = (Vec::new(), Vec::new());
+    for (l, row) in text.lines().enumerate() {
+        for token in row.split_whitespace() {
+            let index = token
+                .parse::<u32>()
+                .map_err(|_| DataError::ValIndicesFile {
+                    path: path.into(),
+                    line: l + 1,
+                    message: format!("`{token}` is not a sample index (a whole number >= 0)"),
+                })?;
+            indices.push(index);
+            lines.push(l + 1);
+        }
+    }
+    if indices.is_empty() {
+        return Err(DataError::ValIndicesFile {
+            path: path.into(),
+            line: 0,
+            message: "no indices (the validation split would be empty)".into(),
+        });
+    }
+    Ok((indices, lines))
 }
 
 /// Refuses inferred classes that some class has no training sample of: one stray label
