@@ -97,8 +97,8 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
     };
     cfg.validate()?;
     crate::set_threads(cfg.threads)?;
-    let mut splits = data::load(&cfg.data, cfg.val_fraction, cfg.seed)?;
-    splits.normalize()?;
+    let mut splits = data::load_with(&cfg.data, &cfg.load_options())?;
+    splits.normalize_over(cfg.normalize_over)?;
     let shape = [
         splits.train.channels,
         splits.train.height,
@@ -109,7 +109,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
     let spec = build_model(&cfg.model, shape, splits.train.classes)?;
     // Built before anything is written, so that a population too big for this machine is
     // refused without leaving a half-made run directory; every method reuses it.
-    let mut engine = CpuEngine::new(&spec, cfg.population, cfg.batch)?;
+    let mut engine = CpuEngine::new(&spec, cfg.population, cfg.engine_capacity())?;
     let record = RunRecord {
         numerics: NUMERICS,
         cpu_path: engine.path(),

@@ -1,6 +1,8 @@
 //! A run's settings: defaults that finish in minutes on two cores, overridable from a TOML
 //! file and the command line.
 
+use crate::augment::{ErasingBox, MixPartner};
+use crate::data::{LoadOptions, NormalizeOver, Splits};
 use crate::model::ModelSpec;
 use crate::optim::{Sgd, DEFAULT_MIN_LR};
 use papa_model::zoo::{UnknownModel, Zoo};
@@ -74,6 +76,77 @@ pub enum Augmentation {
     None,
 }
 
+/// What the random crop's padding is filled with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CropFill {
+    /// A black pixel: raw 0, i.e. `-mean / std` after normalisation (papa's default).
+    #[default]
+    Black,
+    /// 0.0 in normalised space, the mean pixel (the PyTorch replica pads the normalised
+    /// tensor).
+    Zero,
+}
+
+impl CropFill {
+    /// The padding value on `splits` (normalised or not: black follows its normalisation).
+    pub fn pad_value(self, splits: &Splits) -> f32 {
+        match self {
+            CropFill::Black => splits.pad_value(0),
+            CropFill::Zero => 0.0,
+        }
+    }
+}
+
+/// Which steps PAPA gradual follows, every `papa_every_steps` = k of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepPhase {
+    /// After every k-th step of the run (1-based count: steps k, 2k, ...; papa's default).
+    #[default]
+    Run,
+    /// After the steps whose 0-based index within their epoch is a multiple of k (0, k,
+    /// 2k, ... of each epoch: the PyTorch replica's `if i % k == 0` in its epoch loop).
+    Epoch,
+}
+
+impl StepPhase {
+    /// Whether PAPA gradual is due after run-wide step `step` (0-based) of a run of
+    /// `steps_per_epoch` steps per epoch, every `every` steps (`every` >= 1, as validated).
+    pub fn due(self, step: u64, every: u32, steps_per_epoch: u64) -> bool {
+        let every = u64::from(every.max(1));
+        match self {
+            StepPhase::Run => (step + 1).is_multiple_of(every),
+            StepPhase::Epoch => (step % steps_per_epoch.max(1)).is_multiple_of(every),
+        }
+    }
+}
+
+/// What follows PAPA-all's and PAPA-2's averaging of the population.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterAveraging {
+    /// REPAIR: BatchNorm statistics re-estimated, and the layers without a BatchNorm
+    /// corrected to the parents' statistics (papa's default).
+    #[default]
+    Repair,
+    /// BatchNorm statistics re-estimated only (the PyTorch replica's).
+    ResetBatchnorm,
+}
+
+/// Where the cosine learning-rate schedule reaches `min_lr`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MinLrAt {
+    /// At the last step: `lr(t) = min + (peak - min) (1 + cos(pi t / (T - 1))) / 2` over
+    /// the T steps after the warm-up (papa's default).
+    #[default]
+    LastStep,
+    /// One step after the last: `cos(pi t / T)`, the last step still a little above
+    /// `min_lr` (the PyTorch replica's).
+    AfterLastStep,
+}
+
 /// Every setting of a training run. Unknown keys in a TOML file are an error.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -94,6 +167,12 @@ pub struct TrainConfig {
     pub train_limit: usize,
     /// Fraction of the training file held out for validation (greedy soups, final choice).
     pub val_fraction: f64,
+    /// A text file of 0-based indices into the training file (whitespace-separated), the
+    /// validation split in place of `val_fraction`'s random one; absent = `val_fraction`.
+    pub val_indices: Option<PathBuf>,
+    /// The samples the normalisation's mean and std are computed over: `train-split` (the
+    /// training file less the validation split) or `train-file` (all of it).
+    pub normalize_over: NormalizeOver,
     /// Seed of everything: initialisation, data orders, augmentation, pairs, split.
     pub seed: u64,
     /// Worker threads (0 = all cores). Results do not depend on it.
@@ -117,6 +196,16 @@ pub struct TrainConfig {
     pub crop_padding: usize,
     /// Random horizontal flips under `grid` and `standard` (only where the dataset allows).
     pub hflip: bool,
+    /// The crop's padding: `black` (raw 0) or `zero` (0.0 after normalisation).
+    pub crop_fill: CropFill,
+    /// Mixup and CutMix partners: `shuffled` (a random permutation of the batch) or
+    /// `reversed` (the batch in reversed order).
+    pub mix_partner: MixPartner,
+    /// Random-erasing boxes: `torchvision` (up to 10 tries) or `one-clamped` (one try, its
+    /// sides clamped to the image).
+    pub erasing_box: ErasingBox,
+    /// Where the cosine schedule reaches `min_lr`: `last-step` or `after-last-step`.
+    pub min_lr_at: MinLrAt,
     /// PAPA gradual: apply every this many optimizer steps.
     pub papa_every_steps: u32,
     /// PAPA gradual coefficient; absent = the paper's 0.99 per 10 steps rescaled to this run's
@@ -124,6 +213,9 @@ pub struct TrainConfig {
     pub papa_alpha: Option<f32>,
     /// PAPA gradual: multiply the pull (1 - a) by lr_now / lr_peak.
     pub papa_lr_scaling: bool,
+    /// PAPA gradual: every `papa_every_steps`-th step of the `run` (steps k, 2k, ...) or of
+    /// each `epoch` (its steps 0, k, 2k, ...).
+    pub papa_step_phase: StepPhase,
     /// PAPA-all and PAPA-2: apply after every this many epochs (never after the last).
     pub papa_every_epochs: u32,
     /// PAPA-all and PAPA-2: the first averaging after the first epoch, then every
@@ -133,10 +225,15 @@ pub struct TrainConfig {
     /// Every member starts from one initialisation (member 0's), for every method, the
     /// independent baseline included; the members still differ in data order and recipe.
     pub same_init: bool,
+    /// PAPA-all and PAPA-2: what follows each averaging, `repair` or `reset-batchnorm`.
+    pub after_averaging: AfterAveraging,
     /// Average (or pair) the momentum buffers with the weights.
     pub average_momentum: bool,
     /// Calibration batches for REPAIR and BatchNorm re-estimation.
     pub repair_batches: usize,
+    /// Samples per calibration batch (0 = `batch`); the engine is sized for the larger of
+    /// the two.
+    pub calibration_batch: usize,
 }
 
 /// Applications of PAPA gradual in the runs the paper tuned a = 0.99 for (about 200k
@@ -164,6 +261,8 @@ impl Default for TrainConfig {
             batch: 128,
             train_limit: 12_000,
             val_fraction: 0.1,
+            val_indices: None,
+            normalize_over: NormalizeOver::TrainSplit,
             seed: 0,
             threads: 0,
             lr: 0.1,
@@ -175,14 +274,21 @@ impl Default for TrainConfig {
             augmentation: Augmentation::Grid,
             crop_padding: 2,
             hflip: true,
+            crop_fill: CropFill::Black,
+            mix_partner: MixPartner::Shuffled,
+            erasing_box: ErasingBox::Torchvision,
+            min_lr_at: MinLrAt::LastStep,
             papa_every_steps: 10,
             papa_alpha: None,
             papa_lr_scaling: true,
+            papa_step_phase: StepPhase::Run,
             papa_every_epochs: 3,
             papa_from_first_epoch: false,
             same_init: false,
+            after_averaging: AfterAveraging::Repair,
             average_momentum: false,
             repair_batches: 5,
+            calibration_batch: 0,
         }
     }
 }
@@ -288,8 +394,46 @@ impl TrainConfig {
         if self.repair_batches == 0 {
             return bad("repair_batches", "must be at least 1");
         }
+        if self.calibration_batch == 1 {
+            return bad(
+                "calibration_batch",
+                "must be 0 (= batch) or at least 2 (BatchNorm needs two samples)",
+            );
+        }
+        if self
+            .val_indices
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return bad("val_indices", "must name a file (or be left out)");
+        }
         self.model.parse::<Zoo>()?;
         Ok(())
+    }
+
+    /// Samples per calibration batch: `calibration_batch`, or `batch` when it is 0.
+    pub fn calibration_batch_size(&self) -> usize {
+        match self.calibration_batch {
+            0 => self.batch,
+            n => n,
+        }
+    }
+
+    /// The samples per forward an engine needs for this run: a training batch and a
+    /// calibration batch.
+    pub fn engine_capacity(&self) -> usize {
+        self.batch.max(self.calibration_batch_size())
+    }
+
+    /// How the run's data is read: its validation split (`val_fraction` and `seed`, or
+    /// `val_indices`).
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            val_fraction: self.val_fraction,
+            seed: self.seed,
+            val_indices: self.val_indices.clone(),
+            ..LoadOptions::default()
+        }
     }
 
     /// The gradual coefficient for a run of `total_steps`: the configured one, or the paper's

@@ -3,7 +3,7 @@
 
 use super::surgery::Surgery;
 use super::{TrainError, PAIR_STREAM};
-use crate::config::{Method, TrainConfig};
+use crate::config::{AfterAveraging, Method, StepPhase, TrainConfig};
 use crate::engine::{Engine, Rule};
 use papa_core::rng::Rng;
 use papa_core::rules::{draw_pairs, Weights};
@@ -34,7 +34,9 @@ pub(super) struct Independent;
 
 /// PAPA: the members are pulled a little towards their mean every few steps.
 pub(super) struct Gradual {
-    schedule: Schedule,
+    every: u32,
+    phase: StepPhase,
+    steps_per_epoch: u64,
     alpha: f32,
     /// The peak rate, when the pull is scaled by `lr / peak`.
     lr_scaling: Option<f32>,
@@ -46,6 +48,7 @@ pub(super) struct Gradual {
 pub(super) struct EveryEpochs {
     schedule: Schedule,
     pairs: bool,
+    after: AfterAveraging,
     epochs: usize,
     seed: u64,
     momentum: bool,
@@ -62,17 +65,20 @@ pub(super) enum MethodAveraging {
 }
 
 impl MethodAveraging {
-    /// Built once per run from a validated `cfg` (`total_steps` sets PAPA's default alpha).
+    /// Built once per run from a validated `cfg` and the run's `steps_per_epoch` (the run's
+    /// length sets PAPA's default alpha).
     pub(super) fn new(
         method: Method,
         cfg: &TrainConfig,
-        total_steps: usize,
+        steps_per_epoch: usize,
     ) -> Result<Self, TrainError> {
         Ok(match method {
             Method::None => Self::Independent(Independent),
             Method::Papa => Self::Gradual(Gradual {
-                schedule: Schedule::every_steps(cfg.papa_every_steps)?,
-                alpha: cfg.papa_alpha(total_steps),
+                every: cfg.papa_every_steps,
+                phase: cfg.papa_step_phase,
+                steps_per_epoch: steps_per_epoch as u64,
+                alpha: cfg.papa_alpha(steps_per_epoch * cfg.epochs),
                 lr_scaling: cfg.papa_lr_scaling.then_some(cfg.lr),
                 momentum: cfg.average_momentum,
             }),
@@ -83,6 +89,7 @@ impl MethodAveraging {
                     Schedule::every_epochs(cfg.papa_every_epochs)?
                 },
                 pairs: method == Method::Papa2,
+                after: cfg.after_averaging,
                 epochs: cfg.epochs,
                 seed: cfg.seed,
                 momentum: cfg.average_momentum,
@@ -118,7 +125,7 @@ impl Averaging for Independent {}
 
 impl Averaging for Gradual {
     fn after_step<E: Engine>(&self, engine: &mut E, step: u64, lr: f32) -> Result<(), TrainError> {
-        if !self.schedule.due_after_step(step + 1) {
+        if !self.phase.due(step, self.every, self.steps_per_epoch) {
             return Ok(());
         }
         let alpha = match self.lr_scaling {
@@ -144,7 +151,10 @@ impl Averaging for EveryEpochs {
             return Ok(());
         }
         let p = engine.population();
-        let goal = surgery.goal(engine)?;
+        let goal = match self.after {
+            AfterAveraging::Repair => Some(surgery.goal(engine)?),
+            AfterAveraging::ResetBatchnorm => None,
+        };
         // Each child's weights over the parents, for REPAIR's goal statistics.
         let weights: Vec<Vec<f32>> = if self.pairs {
             let mut pairs = vec![(0, 0); p];
@@ -167,6 +177,10 @@ impl Averaging for EveryEpochs {
             engine.apply(rule, self.momentum)?;
             vec![vec![1.0 / p as f32; p]; p]
         };
-        Ok(surgery.repair_on(engine, &goal, &weights)?)
+        match goal {
+            Some(goal) => surgery.repair_on(engine, &goal, &weights)?,
+            None => surgery.reestimate_on(engine)?,
+        }
+        Ok(())
     }
 }

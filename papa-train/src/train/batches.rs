@@ -1,7 +1,7 @@
 //! Batch loading: each member's shuffled order, gathered and augmented by its recipe.
 
 use super::{TrainError, AUGMENT_STREAM};
-use crate::augment::{augment_batch, BatchShape, Recipe};
+use crate::augment::{augment_batch_with, AugmentStyle, BatchShape, Recipe};
 use crate::data::{batches, epoch_order, DataError, Dataset};
 use papa_core::rng::Rng;
 use rayon::prelude::*;
@@ -14,7 +14,7 @@ pub(super) struct BatchLoader<'a> {
     seed: u64,
     batch: usize,
     train_len: usize,
-    pad: f32,
+    style: AugmentStyle,
     /// Each member's sample order for the current epoch.
     orders: Vec<Vec<u32>>,
     images: Vec<f32>,
@@ -26,7 +26,7 @@ impl<'a> BatchLoader<'a> {
         train: &'a Dataset,
         recipes: &'a [Recipe],
         (seed, batch, train_len): (u64, usize, usize),
-        pad: f32,
+        style: AugmentStyle,
     ) -> Self {
         let p = recipes.len();
         Self {
@@ -35,7 +35,7 @@ impl<'a> BatchLoader<'a> {
             seed,
             batch,
             train_len,
-            pad,
+            style,
             orders: vec![],
             images: vec![0.0; p * batch * train.sample_len()],
             targets: vec![0.0; p * batch * train.classes],
@@ -59,7 +59,7 @@ impl<'a> BatchLoader<'a> {
             width: train.width,
             classes,
         };
-        let (orders, recipes, seed, pad) = (&self.orders, self.recipes, self.seed, self.pad);
+        let (orders, recipes, seed, style) = (&self.orders, self.recipes, self.seed, &self.style);
         self.images
             .par_chunks_mut(b * sl)
             .zip(self.targets.par_chunks_mut(b * classes))
@@ -79,13 +79,13 @@ impl<'a> BatchLoader<'a> {
                     .fork(AUGMENT_STREAM)
                     .fork(j as u64)
                     .fork(step);
-                Ok(augment_batch(
+                Ok(augment_batch_with(
                     &recipes[j],
                     &mut rng,
                     img,
                     &labels,
                     shape,
-                    pad,
+                    style,
                     tgt,
                 )?)
             })?;

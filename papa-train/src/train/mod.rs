@@ -8,9 +8,9 @@ mod batches;
 mod finish;
 mod surgery;
 
-use crate::augment::{draw_recipes, AugmentError, Recipe};
+use crate::augment::{draw_recipes, AugmentError, AugmentStyle, Recipe};
 use crate::checkpoint::{load_state, save_state, CheckpointError};
-use crate::config::{Augmentation, ConfigError, Method, TrainConfig};
+use crate::config::{Augmentation, ConfigError, Method, MinLrAt, TrainConfig};
 use crate::data::{batches_per_epoch, DataError, DataIdentity, Splits};
 use crate::engine::{CpuEngine, Engine, EngineError};
 use crate::eval::{population_accuracy, EvalError};
@@ -263,12 +263,13 @@ pub fn train_method(
 ) -> Result<Outcome, TrainError> {
     // Checked before the engine is sized by it (train_on checks again: it is an entry too).
     cfg.validate()?;
-    let mut engine = CpuEngine::with_isa(spec, cfg.population, cfg.batch, Isa::detect())?;
+    let capacity = cfg.engine_capacity();
+    let mut engine = CpuEngine::with_isa(spec, cfg.population, capacity, Isa::detect())?;
     train_on(&mut engine, cfg, splits, method, checkpoint, progress)
 }
 
 /// [`train_method`] on any engine sized for `cfg.population` members and batches of
-/// `cfg.batch` (its population is overwritten by the initialisation or the checkpoint).
+/// [`TrainConfig::engine_capacity`] (its population is overwritten by the initialisation or the checkpoint).
 pub fn train_on<E: Engine>(
     engine: &mut E,
     cfg: &TrainConfig,
@@ -286,9 +287,14 @@ pub fn train_on<E: Engine>(
     };
     let recipes = member_recipes(cfg, splits.train.hflip_ok);
     let settings = (cfg.seed, cfg.batch, run.train_len);
-    let mut loader = BatchLoader::new(&splits.train, &recipes, settings, splits.pad_value(0));
+    let style = AugmentStyle {
+        pad_value: cfg.crop_fill.pad_value(splits),
+        mix_partner: cfg.mix_partner,
+        erasing_box: cfg.erasing_box,
+    };
+    let mut loader = BatchLoader::new(&splits.train, &recipes, settings, style);
     let calibration = calibration_samples(cfg, splits, run.train_len)?;
-    let mut surgery = Surgery::new(&run.spec, calibration, cfg.batch);
+    let mut surgery = Surgery::new(&run.spec, calibration, cfg.calibration_batch_size());
     while state.epochs_done < cfg.epochs {
         let started = Instant::now();
         let epoch = state.epochs_done;
@@ -321,7 +327,7 @@ pub fn check(cfg: &TrainConfig, splits: &Splits) -> Result<(), TrainError> {
     cfg.validate()?;
     let length = Length::new(cfg, splits.train.len())?;
     for &method in &cfg.methods {
-        MethodAveraging::new(method, cfg, length.steps_per_epoch * cfg.epochs)?;
+        MethodAveraging::new(method, cfg, length.steps_per_epoch)?;
     }
     Ok(())
 }
@@ -356,7 +362,17 @@ impl Length {
                 steps_per_epoch,
             });
         }
-        let lr = LrSchedule::cosine(cfg.lr, cfg.warmup_steps, total, cfg.min_lr.min(cfg.lr))?;
+        // The schedule reaches min_lr at its last step: one step past the run's end when asked.
+        let schedule_steps = match cfg.min_lr_at {
+            MinLrAt::LastStep => total,
+            MinLrAt::AfterLastStep => total + 1,
+        };
+        let lr = LrSchedule::cosine(
+            cfg.lr,
+            cfg.warmup_steps,
+            schedule_steps,
+            cfg.min_lr.min(cfg.lr),
+        )?;
         Ok(Length {
             train_len,
             steps_per_epoch,
@@ -390,9 +406,9 @@ impl<'a> Run<'a> {
         method: Method,
     ) -> Result<Self, TrainError> {
         let spec = engine.spec().clone();
-        if engine.population() != cfg.population || engine.capacity() < cfg.batch {
+        if engine.population() != cfg.population || engine.capacity() < cfg.engine_capacity() {
             return Err(model::Error::Batch {
-                batch: cfg.batch,
+                batch: cfg.engine_capacity(),
                 capacity: engine.capacity(),
             }
             .into());
@@ -402,7 +418,6 @@ impl<'a> Run<'a> {
             steps_per_epoch,
             lr,
         } = Length::new(cfg, splits.train.len())?;
-        let total = steps_per_epoch * cfg.epochs;
         Ok(Run {
             lr,
             sgd: Sgd {
@@ -410,7 +425,7 @@ impl<'a> Run<'a> {
                 weight_decay: cfg.weight_decay,
                 nesterov: cfg.nesterov,
             },
-            averaging: MethodAveraging::new(method, cfg, total)?,
+            averaging: MethodAveraging::new(method, cfg, steps_per_epoch)?,
             path: engine.path(),
             p: cfg.population,
             n: spec.len(),
@@ -604,7 +619,8 @@ fn calibration_samples(
     splits: &Splits,
     train_len: usize,
 ) -> Result<Vec<f32>, TrainError> {
-    let count = (cfg.repair_batches * cfg.batch).min(train_len) / cfg.batch * cfg.batch;
+    let batch = cfg.calibration_batch_size();
+    let count = (cfg.repair_batches * batch).min(train_len) / batch * batch;
     let mut order: Vec<u32> = (0..train_len as u32).collect();
     Rng::new(cfg.seed)
         .fork(CALIBRATION_STREAM)

@@ -7,7 +7,7 @@ use crate::eval::{EvalError, Evaluator, PopulationAccuracy, RepairGoal};
 use crate::model::ModelSpec;
 
 /// An [`Evaluator`] with the run's calibration batches (fixed, unaugmented training
-/// samples, whole batches of `batch`).
+/// samples, whole batches of the run's calibration batch).
 pub(super) struct Surgery {
     eval: Evaluator,
     samples: Vec<f32>,
@@ -41,6 +41,11 @@ impl Surgery {
     /// What REPAIR of children of the parents `engine` holds now aims at.
     pub(super) fn goal<E: Engine>(&self, engine: &mut E) -> Result<RepairGoal, EvalError> {
         RepairGoal::measure(engine, &self.samples, self.batch)
+    }
+
+    /// Fresh BatchNorm statistics for every member `engine` holds.
+    pub(super) fn reestimate_on<E: Engine>(&self, engine: &mut E) -> Result<(), EvalError> {
+        Ok(engine.reestimate_batchnorm(&self.samples, self.batch)?)
     }
 
     /// REPAIR of the children `engine` holds towards `goal`, child `k` with `weights[k]`.
