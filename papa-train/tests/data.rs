@@ -178,7 +178,7 @@ fn idx_directory_count_mismatch_and_bad_sources() {
 fn csv_header_label_column_and_blank_lines() {
     let text = "f1,f2,label\n1.5,2,1\n\n-3,4e1,0\r\n0,0,2\n";
     let d = csv::parse(text, Path::new("t.csv"), &CsvOptions::default()).unwrap();
-    assert_eq!((d.channels, d.height, d.width, d.classes), (1, 1, 2, 3));
+    assert_eq!((d.channels, d.height, d.width, d.classes), (2, 1, 1, 3));
     assert_eq!(d.images, vec![1.5, 2.0, -3.0, 40.0, 0.0, 0.0]);
     assert_eq!(d.labels, vec![1, 0, 2]);
     assert!(!d.hflip_ok);
@@ -291,6 +291,60 @@ fn csv_errors_name_file_line_and_column() {
 }
 
 #[test]
+fn csv_features_are_standardised_each_on_its_own() {
+    // Two features a million times apart in scale: one mean and std for both would leave the
+    // small one at a constant.
+    let dir = tempfile::tempdir().unwrap();
+    let rows = |n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{},{},{}\n",
+                    1e6 * (i % 7) as f64,
+                    1e-3 * (i % 5) as f64,
+                    i % 2
+                )
+            })
+            .collect()
+    };
+    write(dir.path(), "train.csv", rows(50).as_bytes());
+    write(dir.path(), "test.csv", rows(10).as_bytes());
+    let mut s = load(dir.path().to_str().unwrap(), 0.0, 0).unwrap();
+    let raw = s.train.clone();
+    s.normalize().unwrap();
+    assert_eq!(s.normalization.mean.len(), 2);
+    for f in 0..2 {
+        let column = |d: &papa_train::data::Dataset| -> Vec<f64> {
+            (0..d.len())
+                .map(|i| f64::from(d.sample(i).unwrap()[f]))
+                .collect()
+        };
+        let (mean, std) = {
+            let v = column(&raw);
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64;
+            (m, var.sqrt())
+        };
+        let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-30);
+        assert!(
+            rel(f64::from(s.normalization.mean[f]), mean) < 1e-6,
+            "feature {f}"
+        );
+        assert!(
+            rel(f64::from(s.normalization.std[f]), std) < 1e-6,
+            "feature {f}"
+        );
+        let after = column(&s.train);
+        let m = after.iter().sum::<f64>() / after.len() as f64;
+        let sd = (after.iter().map(|x| (x - m).powi(2)).sum::<f64>() / after.len() as f64).sqrt();
+        assert!(
+            m.abs() < 1e-5 && (sd - 1.0).abs() < 1e-5,
+            "feature {f}: {m} {sd}"
+        );
+    }
+}
+
+#[test]
 fn csv_labels_beyond_usize_are_out_of_range_not_an_overflow() {
     // Found by the fuzzer: the class count was largest label + 1 in usize.
     let text = "1,184467464646464407370\n";
@@ -341,7 +395,7 @@ fn csv_directory_loads_with_shared_classes() {
     let s = load(dir.path().to_str().unwrap(), 0.1, 1).unwrap();
     assert_eq!((s.train.len(), s.val.len(), s.test.len()), (27, 3, 2));
     assert_eq!((s.train.classes, s.test.classes), (4, 4));
-    assert_eq!(s.train.width, 2);
+    assert_eq!(s.train.channels, 2);
 
     // Declared classes hold in the test file too.
     write(dir.path(), "test.csv", b"1,2,3\n4,5,9\n");

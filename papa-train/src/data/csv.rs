@@ -44,8 +44,11 @@ pub struct CsvOptions {
     pub classes: Option<usize>,
 }
 
-/// Reads the table at `path` into a dataset of `1 x 1 x F` "images", F being the number of
-/// feature columns. Flips never make sense for tabular features, so `hflip_ok` is false.
+/// Reads the table at `path` into a dataset of `F x 1 x 1` "images", F being the number of
+/// feature columns: each feature is a channel, so the per-channel normalisation standardises
+/// every feature on its own (one mean and std for all of them would let the feature of the
+/// largest scale drown the others). Flips never make sense for tabular features, so
+/// `hflip_ok` is false.
 pub fn read(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError> {
     let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
@@ -188,13 +191,13 @@ pub fn parse(text: &str, path: &Path, options: &CsvOptions) -> Result<Dataset, D
             }
         })
         .collect::<Result<Vec<u8>, DataError>>()?;
-    let width = features.len() / labels.len();
+    let features_per_row = features.len() / labels.len();
     Ok(Dataset {
         images: features,
         labels,
-        channels: 1,
+        channels: features_per_row,
         height: 1,
-        width,
+        width: 1,
         classes,
         hflip_ok: false,
     })
