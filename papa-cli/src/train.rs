@@ -33,7 +33,8 @@ pub struct TrainArgs {
     /// Model: cnn-s, mlp or mlp:W1,W2,...
     #[arg(long)]
     model: Option<String>,
-    /// Dataset: fashion-mnist, mnist, or a directory of IDX files or train.csv + test.csv.
+    /// Dataset: fashion-mnist, mnist, digits, spam (bundled), or a directory of IDX files or
+    /// train.csv + test.csv.
     #[arg(long)]
     data: Option<String>,
     /// Seed of everything.

@@ -614,3 +614,23 @@ fn a_stray_label_is_refused_not_made_a_class() {
         8
     );
 }
+
+#[test]
+fn bundled_tables_load_with_every_feature_standardised() {
+    // data/README.md: digits 1,438 + 359 rows of 64 features in 10 classes; spam 3,680 + 921
+    // rows of 57 features in 2 classes.
+    for (name, train, test, features, classes) in
+        [("digits", 1438, 359, 64, 10), ("spam", 3680, 921, 57, 2)]
+    {
+        let mut s = load(name, 0.0, 0).unwrap();
+        assert_eq!((s.train.len(), s.test.len()), (train, test), "{name}");
+        assert_eq!(
+            (s.train.channels, s.train.height, s.train.width),
+            (features, 1, 1)
+        );
+        assert_eq!(s.train.classes, classes, "{name}");
+        assert_eq!(s.identity.files.len(), 2, "{name}");
+        s.normalize().unwrap();
+        assert_eq!(s.normalization.std.len(), features, "{name}");
+    }
+}

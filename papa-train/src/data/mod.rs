@@ -629,7 +629,7 @@ impl Default for LoadOptions {
 
 /// Loads a source into train/val/test splits (not normalised; see [`Splits::normalize`]).
 ///
-/// `source` is a bundled name (`fashion-mnist`, `mnist`), a directory with the four IDX
+/// `source` is a bundled name (one of [`BUNDLED`]), a directory with the four IDX
 /// files (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`,
 /// `t10k-labels-idx1-ubyte`, each optionally `.gz`), or a directory with `train.csv` and
 /// `test.csv` (label in the last column).
@@ -644,9 +644,13 @@ pub fn load(source: &str, val_fraction: f64, seed: u64) -> Result<Splits, DataEr
     )
 }
 
+/// The datasets shipped in `data/` (data/README.md: sources and licences): two of images
+/// (IDX) and two tables (CSV).
+pub const BUNDLED: [&str; 4] = ["fashion-mnist", "mnist", "digits", "spam"];
+
 /// [`load`] with all options.
 pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataError> {
-    let bundled = matches!(source, "fashion-mnist" | "mnist");
+    let bundled = BUNDLED.contains(&source);
     let dir = if bundled {
         data_dir().join(source)
     } else {
@@ -661,7 +665,10 @@ pub fn load_with(source: &str, options: &LoadOptions) -> Result<Splits, DataErro
                     dir.display()
                 )
             } else {
-                "not a bundled dataset (fashion-mnist, mnist) nor a directory".to_string()
+                format!(
+                    "not a bundled dataset ({}) nor a directory",
+                    BUNDLED.join(", ")
+                )
             },
         });
     }
