@@ -191,6 +191,13 @@ pub struct BatchShape {
 /// erasing per sample, as torchvision's `RandomErasing(p, scale (0.02, 0.33),
 /// ratio (0.3, 3.3), value 0)`. Mixup and CutMix partners are a random permutation of the
 /// batch. [`augment_batch_with`] chooses the partners and the erasing boxes.
+///
+/// Tables (CSV data: every channel a 1 x 1 plane, one feature) have no boxes, so that no
+/// recipe silently does nothing there: CutMix swaps a random subset of `round((1 - lambda) F)`
+/// features, one subset per batch (SAINT's input-space CutMix, Somepalli et al. 2021), and
+/// erasing sets a random fraction of a sample's features, drawn like the erased area, to 0,
+/// their mean once standardised (feature masking as in VIME, Yoon et al. 2020, with the
+/// mean in place of a draw from the marginal).
 pub fn augment_batch(
     recipe: &Recipe,
     rng: &mut Rng,
@@ -301,6 +308,18 @@ pub fn augment_batch_with(
                     *v = l * *v + r * o;
                 }
             }
+        } else if plane == 1 {
+            // A table has no boxes: CutMix swaps a random subset of features instead (the
+            // input-space CutMix of SAINT, Somepalli et al. 2021), one subset per batch as
+            // an image batch has one box.
+            let swapped = random_features(rng, channels, 1.0 - lambda);
+            for (i, sample) in images.chunks_exact_mut(sample_len).enumerate() {
+                let other = &original[partner[i] * sample_len..][..sample_len];
+                for &f in &swapped {
+                    sample[f] = other[f];
+                }
+            }
+            lambda = 1.0 - swapped.len() as f64 / channels as f64;
         } else {
             let (y0, y1, x0, x1) = cutmix_box(rng, height, width, lambda);
             for (i, sample) in images.chunks_exact_mut(sample_len).enumerate() {
@@ -326,16 +345,27 @@ pub fn augment_batch_with(
 
     if recipe.erasing > 0.0 {
         for sample in images.chunks_exact_mut(sample_len) {
-            if rng.uniform_f32() < recipe.erasing {
-                let drawn = match style.erasing_box {
-                    ErasingBox::Torchvision => erasing_box(rng, height, width),
-                    ErasingBox::OneClamped => Some(one_clamped_box(rng, height, width)),
-                };
-                if let Some((y0, h, x0, w)) = drawn {
-                    for p in sample.chunks_exact_mut(plane) {
-                        for y in y0..y0 + h {
-                            p[y * width + x0..y * width + x0 + w].fill(0.0);
-                        }
+            if rng.uniform_f32() >= recipe.erasing {
+                continue;
+            }
+            if plane == 1 {
+                // A table's erasing masks features to their mean (0 once standardised): a
+                // fraction drawn like the erased area of an image, at least one feature.
+                let fraction = ERASE_AREA.0 + (ERASE_AREA.1 - ERASE_AREA.0) * rng.uniform_f64();
+                let fraction = fraction.max(1.0 / channels as f64);
+                for f in random_features(rng, channels, fraction) {
+                    sample[f] = 0.0;
+                }
+                continue;
+            }
+            let drawn = match style.erasing_box {
+                ErasingBox::Torchvision => erasing_box(rng, height, width),
+                ErasingBox::OneClamped => Some(one_clamped_box(rng, height, width)),
+            };
+            if let Some((y0, h, x0, w)) = drawn {
+                for p in sample.chunks_exact_mut(plane) {
+                    for y in y0..y0 + h {
+                        p[y * width + x0..y * width + x0 + w].fill(0.0);
                     }
                 }
             }
@@ -372,6 +402,18 @@ fn crop_plane(
             };
         }
     }
+}
+
+/// The area fraction of an erased region: torchvision's `scale` (0.02, 0.33).
+const ERASE_AREA: (f64, f64) = (0.02, 0.33);
+
+/// `round(fraction * n)` distinct indices in `0..n`, uniformly at random.
+fn random_features(rng: &mut Rng, n: usize, fraction: f64) -> Vec<usize> {
+    let count = ((fraction.clamp(0.0, 1.0) * n as f64).round() as usize).min(n);
+    let mut all: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut all);
+    all.truncate(count);
+    all
 }
 
 /// The CutMix box `(y0, y1, x0, x1)` for `lambda`, as in the CutMix paper: sides

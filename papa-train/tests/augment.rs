@@ -507,3 +507,124 @@ fn errors_for_bad_buffers() {
         })
     );
 }
+
+/// A table batch as CSV data loads (F x 1 x 1): sample `i`, feature `f` holds `100 i + f + 1`
+/// (never 0, so an erased feature shows), label `i`.
+fn table_batch(batch: usize, features: usize) -> (Vec<f32>, Vec<u8>, BatchShape) {
+    let images = (0..batch)
+        .flat_map(|i| (0..features).map(move |f| (100 * i + f + 1) as f32))
+        .collect();
+    let shape = BatchShape {
+        channels: features,
+        height: 1,
+        width: 1,
+        classes: batch,
+    };
+    (images, (0..batch as u8).collect(), shape)
+}
+
+#[test]
+fn cutmix_on_a_table_swaps_one_subset_of_features_per_batch() {
+    let (batch, features) = (6, 40);
+    let recipe = Recipe {
+        cutmix: 1.0,
+        ..Recipe::plain()
+    };
+    let mut swapped_fractions = Vec::new();
+    for seed in 0..200 {
+        let (mut images, labels, s) = table_batch(batch, features);
+        let mut targets = vec![0.0; batch * batch];
+        let mut rng = Rng::new(seed);
+        augment_batch(
+            &recipe,
+            &mut rng,
+            &mut images,
+            &labels,
+            s,
+            0.0,
+            &mut targets,
+        )
+        .unwrap();
+        // Each sample's features come from itself or from one partner, the same subset for all.
+        let mut subset: Option<Vec<usize>> = None;
+        for (i, row) in images.chunks_exact(features).enumerate() {
+            let partner = row
+                .iter()
+                .enumerate()
+                .find(|&(f, &v)| v != (100 * i + f + 1) as f32)
+                .map(|(f, &v)| (v as usize - f - 1) / 100);
+            let taken: Vec<usize> = (0..features)
+                .filter(|&f| row[f] != (100 * i + f + 1) as f32)
+                .collect();
+            for (f, &v) in row.iter().enumerate() {
+                let own = (100 * i + f + 1) as f32;
+                let other = partner.map(|j| (100 * j + f + 1) as f32);
+                assert!(
+                    v == own || Some(v) == other,
+                    "seed {seed}: sample {i} feature {f}"
+                );
+            }
+            if partner.is_some_and(|j| j != i) {
+                assert_eq!(subset.get_or_insert(taken.clone()), &taken, "seed {seed}");
+            }
+            // The targets mix by the fraction of features swapped.
+            if let (Some(j), Some(sub)) = (partner, &subset) {
+                let lambda = 1.0 - sub.len() as f32 / features as f32;
+                let t = &targets[i * batch..][..batch];
+                assert!((t[i] - lambda).abs() < 1e-6 && (t[j] - (1.0 - lambda)).abs() < 1e-6);
+            }
+        }
+        if let Some(sub) = subset {
+            swapped_fractions.push(sub.len() as f64 / features as f64);
+        }
+    }
+    // Beta(1, 1): the swapped fraction 1 - lambda is uniform on [0, 1], mean 0.5; it is not
+    // the empty box that a 1 x 1 plane gives CutMix.
+    let mean = swapped_fractions.iter().sum::<f64>() / swapped_fractions.len() as f64;
+    assert!(
+        swapped_fractions.len() > 150 && (mean - 0.5).abs() < 0.08,
+        "{mean}"
+    );
+}
+
+#[test]
+fn erasing_on_a_table_masks_a_fraction_of_features_to_the_mean() {
+    let (batch, features) = (8, 60);
+    let recipe = Recipe {
+        erasing: 0.5,
+        ..Recipe::plain()
+    };
+    let (mut erased, mut fractions) = (0, Vec::new());
+    for seed in 0..100 {
+        let (mut images, labels, s) = table_batch(batch, features);
+        let mut targets = vec![0.0; batch * batch];
+        let mut rng = Rng::new(seed);
+        augment_batch(
+            &recipe,
+            &mut rng,
+            &mut images,
+            &labels,
+            s,
+            0.0,
+            &mut targets,
+        )
+        .unwrap();
+        for (i, row) in images.chunks_exact(features).enumerate() {
+            let zeros = row.iter().filter(|&&v| v == 0.0).count();
+            // What is not erased is untouched.
+            for (f, &v) in row.iter().enumerate() {
+                assert!(v == 0.0 || v == (100 * i + f + 1) as f32);
+            }
+            if zeros > 0 {
+                erased += 1;
+                fractions.push(zeros as f64 / features as f64);
+                assert!(zeros <= (0.33 * features as f64).round() as usize + 1);
+            }
+        }
+    }
+    // Half the samples, each with a fraction uniform on [0.02, 0.33) (mean 0.175).
+    let share = erased as f64 / 800.0;
+    let mean = fractions.iter().sum::<f64>() / fractions.len() as f64;
+    assert!((share - 0.5).abs() < 0.06, "{share}");
+    assert!((mean - 0.175).abs() < 0.02, "{mean}");
+}
