@@ -174,13 +174,28 @@ fn toml_overrides_defaults_and_refuses_unknown_keys() {
     assert!(err.contains("popualtion"), "{err}");
 }
 
-/// The shipped replica setting loads and differs from the defaults only in the crop.
+/// The shipped replica recipe loads and differs from the defaults exactly in the replica's
+/// keys (docs/DESIGN-NOTES.md, "The PyTorch replica's recipe as config keys").
 #[test]
-fn replica_config_changes_only_the_crop() {
+fn replica_config_sets_the_replicas_keys() {
+    use papa_train::augment::{ErasingBox, MixPartner};
+    use papa_train::config::{AfterAveraging, CropFill, MinLrAt, StepPhase};
+    use papa_train::data::NormalizeOver;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/replica.toml");
     let cfg = TrainConfig::from_file(&path).unwrap();
+    cfg.validate().unwrap();
     let expected = TrainConfig {
-        crop_padding: 1,
+        val_indices: Some("configs/replica-val-indices.txt".into()),
+        normalize_over: NormalizeOver::TrainFile,
+        crop_fill: CropFill::Zero,
+        mix_partner: MixPartner::Reversed,
+        erasing_box: ErasingBox::OneClamped,
+        min_lr_at: MinLrAt::AfterLastStep,
+        papa_alpha: Some(0.99),
+        papa_step_phase: StepPhase::Epoch,
+        papa_from_first_epoch: true,
+        after_averaging: AfterAveraging::ResetBatchnorm,
+        calibration_batch: 500,
         ..TrainConfig::default()
     };
     assert_eq!(format!("{cfg:?}"), format!("{expected:?}"));

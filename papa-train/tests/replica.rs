@@ -743,25 +743,6 @@ fn calibration_batch_and_after_averaging_reach_the_engine() {
 }
 
 #[test]
-fn replica_config_parses_validates_and_sets_every_key() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/replica.toml");
-    let cfg = TrainConfig::from_file(&path).unwrap();
-    cfg.validate().unwrap();
-    assert_eq!(cfg.crop_fill, CropFill::Zero);
-    assert_eq!(cfg.crop_padding, 2);
-    assert_eq!(cfg.mix_partner, MixPartner::Reversed);
-    assert_eq!(cfg.erasing_box, ErasingBox::OneClamped);
-    assert_eq!(cfg.normalize_over, NormalizeOver::TrainFile);
-    assert!(cfg.val_indices.is_some());
-    assert_eq!(cfg.papa_step_phase, StepPhase::Epoch);
-    assert_eq!(cfg.papa_alpha, Some(0.99));
-    assert_eq!(cfg.min_lr_at, MinLrAt::AfterLastStep);
-    assert_eq!(cfg.after_averaging, AfterAveraging::ResetBatchnorm);
-    assert_eq!(cfg.calibration_batch, 500);
-    assert!(cfg.papa_from_first_epoch);
-}
-
-#[test]
 fn new_keys_default_to_papas_behaviour_and_round_trip() {
     let cfg = TrainConfig::default();
     assert_eq!(cfg.calibration_batch_size(), cfg.batch);
