@@ -327,7 +327,7 @@ pub enum ConfigError {
     /// `model` names no model of the zoo.
     #[error("config key `model`: {0}")]
     UnknownModel(#[from] UnknownModel),
-    /// The model does not fit the data (e.g. the small CNN on 1 x 1 x F feature vectors).
+    /// The model does not fit the data (e.g. the small CNN on F x 1 x 1 feature vectors).
     #[error("config key `model`: {0}")]
     Model(#[from] ModelError),
 }

@@ -173,9 +173,10 @@ fn csv_seeds() -> Vec<Vec<u8>> {
 
 /// A table accepted is one rectangular block of finite features with labels in range.
 fn check_dataset(d: &Dataset, options: &CsvOptions) {
-    assert!(!d.labels.is_empty() && d.width >= 1);
-    assert_eq!((d.channels, d.height), (1, 1));
-    assert_eq!(d.images.len(), d.labels.len() * d.width);
+    // Each feature is a channel of one value (F x 1 x 1).
+    assert!(!d.labels.is_empty() && d.channels >= 1);
+    assert_eq!((d.height, d.width), (1, 1));
+    assert_eq!(d.images.len(), d.labels.len() * d.channels);
     assert!(d.images.iter().all(|v| v.is_finite()));
     assert!((1..=256).contains(&d.classes), "{} classes", d.classes);
     assert!(d.labels.iter().all(|&l| usize::from(l) < d.classes));
