@@ -132,6 +132,34 @@ pub enum CliError {
         /// The data's.
         found: [usize; 4],
     },
+    /// A model that cannot be exported.
+    #[error("{}: {source}", path.display())]
+    Export {
+        /// The model file.
+        path: PathBuf,
+        /// The exporter's error.
+        source: papa_edge::onnx::ExportError,
+    },
+    /// An ONNX model that cannot be loaded or run.
+    #[error("{}: {source}", path.display())]
+    Onnx {
+        /// The ONNX file.
+        path: PathBuf,
+        /// The runner's error.
+        source: papa_edge::tract::Error,
+    },
+    /// An ONNX model run on data of another shape or number of classes.
+    #[error("{}: the model takes samples of {model}, the data {data} has {found}", path.display())]
+    OnnxDataDoesNotFit {
+        /// The ONNX file.
+        path: PathBuf,
+        /// The dataset.
+        data: String,
+        /// The model's sample shape and classes.
+        model: String,
+        /// The data's.
+        found: String,
+    },
     /// A model evaluated on data stored otherwise than its training data.
     #[error("{}: the model reads inputs divided by {model}, the data {data} is stored divided by {found}", path.display())]
     PixelScale {

@@ -21,6 +21,8 @@ macro_rules! note {
 mod bench;
 mod error;
 mod eval;
+mod export;
+mod infer;
 mod progress;
 mod run_dir;
 mod train;
@@ -55,6 +57,10 @@ enum Command {
     },
     /// Training throughput in member-steps per second.
     Bench(bench::BenchArgs),
+    /// Write a model as ONNX (BatchNorm folded, input normalisation in the graph).
+    Export(export::ExportArgs),
+    /// Test accuracy, latency and throughput of an ONNX model in tract.
+    Infer(infer::InferArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,8 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Eval { model, data } => eval::run(&model, data.as_deref()),
         Command::Bench(args) => bench::run(&args),
+        Command::Export(args) => export::run(&args),
+        Command::Infer(args) => infer::run(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,175 @@
+//! `papa export` and `papa infer` end to end: tiny models trained by the `papa` binary,
+//! exported to ONNX, loaded in tract and compared with papa's own forward on Fashion-MNIST
+//! test images; and the commands' errors on bad input.
+
+use papa_edge::tract::Model;
+use papa_train::checkpoint::load_model;
+use papa_train::data;
+use papa_train::model::{argmax, Input, Network};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Test images compared.
+const SAMPLES: usize = 300;
+/// Largest logit difference allowed, and the top-2 margin below which papa's prediction is a
+/// near-tie that rounding may flip.
+const TOLERANCE: f32 = 1e-4;
+
+fn papa(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_papa"))
+        .args(args)
+        .output()
+        .expect("the papa binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = papa(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "papa {args:?} failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A one-member model of `model` trained for one epoch on 600 images; its file.
+fn train(dir: &Path, model: &str) -> PathBuf {
+    let out = dir.join(model.replace(':', "-"));
+    ok(&[
+        "train",
+        "--method",
+        "none",
+        "--population",
+        "1",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "600",
+        "--model",
+        model,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    out.join("none.safetensors")
+}
+
+/// Exports `file`, compares tract's logits with papa's on the first test images; returns the
+/// ONNX file.
+fn export_and_compare(file: &Path) -> PathBuf {
+    let onnx = file.with_extension("onnx");
+    let printed = ok(&[
+        "export",
+        file.to_str().unwrap(),
+        "--format",
+        "onnx",
+        "--out",
+        onnx.to_str().unwrap(),
+    ]);
+    assert!(printed.contains("BatchNorm folded"), "{printed}");
+
+    let model = load_model(file).unwrap();
+    let spec = model.card.spec().unwrap();
+    let splits = data::load("fashion-mnist", 0.1, 0).unwrap();
+    let mut test = splits.test.clone();
+    test.images.truncate(SAMPLES * spec.input_len());
+    test.labels.truncate(SAMPLES);
+    // As the dataset stores them: the loader divided by the pixel scale.
+    let stored: Vec<f32> = test.images.iter().map(|v| v * splits.pixel_scale).collect();
+    test.normalize_with(&model.card.normalization).unwrap();
+    let mut net = Network::new(&spec, 1, SAMPLES).unwrap();
+    let papa = net
+        .evaluate(&model.params, Input::Shared(&test.images))
+        .unwrap();
+    let tract = Model::load(&onnx).unwrap().logits(&stored).unwrap();
+    assert_eq!(papa.len(), tract.len());
+
+    let max_diff = papa
+        .iter()
+        .zip(&tract)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    let classes = spec.classes();
+    let (mut differ, mut near_ties) = (0, 0);
+    for (p, t) in papa.chunks_exact(classes).zip(tract.chunks_exact(classes)) {
+        let mut sorted = p.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let tie = sorted[0] - sorted[1] < TOLERANCE;
+        near_ties += usize::from(tie);
+        if argmax(p) != argmax(t) {
+            assert!(
+                tie,
+                "a prediction differs outside a near-tie: {p:?} vs {t:?}"
+            );
+            differ += 1;
+        }
+    }
+    println!(
+        "{}: max |logit difference| {max_diff:.2e} on {SAMPLES} test images; {differ} predictions differ, all near-ties ({near_ties} near-ties of margin < {TOLERANCE:e})",
+        file.display()
+    );
+    assert!(max_diff <= TOLERANCE, "{max_diff}");
+    onnx
+}
+
+#[test]
+fn exported_models_run_in_tract_with_papas_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mlp = export_and_compare(&train(dir.path(), "mlp:32"));
+    export_and_compare(&train(dir.path(), "cnn-s"));
+
+    let report = ok(&["infer", mlp.to_str().unwrap(), "--data", "fashion-mnist"]);
+    assert!(
+        report.contains("test accuracy") && report.contains("on 10000 samples"),
+        "{report}"
+    );
+    assert!(report.contains("latency at batch 1"), "{report}");
+
+    // Bad input: errors that name the problem, no panic.
+    let file = dir.path().join("mlp-32/none.safetensors");
+    let out = papa(&[
+        "export",
+        file.to_str().unwrap(),
+        "--format",
+        "onnx",
+        "--opset",
+        "12",
+        "--out",
+        dir.path().join("x.onnx").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("opset 12"),
+        "{stderr}"
+    );
+
+    let bytes = std::fs::read(&mlp).unwrap();
+    let truncated = dir.path().join("truncated.onnx");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let out = papa(&[
+        "infer",
+        truncated.to_str().unwrap(),
+        "--data",
+        "fashion-mnist",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("truncated or corrupt"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // Data of another shape: three CSV features.
+    let csv = dir.path().join("csv");
+    std::fs::create_dir(&csv).unwrap();
+    for name in ["train.csv", "test.csv"] {
+        std::fs::write(csv.join(name), "a,b,c,label\n1,2,3,0\n4,5,6,1\n").unwrap();
+    }
+    let out = papa(&[
+        "infer",
+        mlp.to_str().unwrap(),
+        "--data",
+        csv.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("the model takes samples of [1, 28, 28]"),
+        "{stderr}"
+    );
+}
