@@ -139,7 +139,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         std::fs::write(dir.join("inputs.bin"), bytes(&stored))?;
         std::fs::write(dir.join("papa-logits.bin"), bytes(&papa))?;
         std::fs::write(dir.join("labels.bin"), &test.labels)?;
-        println!("wrote inputs.bin, papa-logits.bin, labels.bin in {}", dir.display());
+        println!(
+            "wrote inputs.bin, papa-logits.bin, labels.bin in {}",
+            dir.display()
+        );
     }
     if args.bench {
         println!("| runtime | threads | latency at batch 1 (us, median of {LATENCY_SAMPLES}) | throughput at batch 64 (samples/s) |");
