@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""An ONNX model exported by `papa export`, checked by ONNX's own tools and run in onnxruntime.
+
+1. `onnx.checker.check_model(full_check=True)` (the schema and shape inference) must pass;
+2. onnxruntime's logits on the samples of INPUTS are compared with papa's (LOGITS): every
+   logit within --tol (absolute), and the predictions equal except where papa's top-2
+   margin is below --tol (a near-tie, whose order rounding may flip);
+3. with --bench: f32 latency at batch 1 (median of 200 samples) and throughput at batch 64.
+
+INPUTS and LOGITS are what `cargo run --release -p papa-edge --example onnx_compare --
+MODEL.safetensors MODEL.onnx --dump DIR` writes (DIR/inputs.bin, DIR/papa-logits.bin, and
+DIR/labels.bin for --labels). Needs onnx, onnxruntime and numpy. Exit status 1 on a failed check.
+
+    python scripts/onnx-check.py MODEL.onnx --inputs DIR/inputs.bin --logits DIR/papa-logits.bin \
+        [--labels DIR/labels.bin] [--tol 1e-4] [--threads 1] [--bench]
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("--inputs", required=True, help="f32 little-endian NCHW samples, as stored")
+    ap.add_argument("--logits", required=True, help="papa's logits, f32 little-endian")
+    ap.add_argument("--labels", help="u8 labels, to report the accuracy")
+    ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    ap.add_argument("--bench", action="store_true")
+    args = ap.parse_args()
+
+    model = onnx.load(args.model)
+    onnx.checker.check_model(model, full_check=True)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    meta = {p.key: p.value for p in model.metadata_props}
+    (inp,) = model.graph.input
+    (out,) = model.graph.output
+    sample = [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]]
+    classes = out.type.tensor_type.shape.dim[1].dim_value
+    print(f"{args.model}: onnx.checker passed (IR {model.ir_version}, opset {opset}); "
+          f"input {inp.name} [batch, {', '.join(map(str, sample))}], output {out.name} [batch, {classes}]; "
+          f"metadata {sorted(meta)}")
+
+    x = np.fromfile(args.inputs, dtype="<f4").reshape([-1] + sample)
+    papa = np.fromfile(args.logits, dtype="<f4").reshape(-1, classes)
+    if len(x) != len(papa):
+        sys.exit(f"{args.inputs} holds {len(x)} samples, {args.logits} {len(papa)}")
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    run = lambda batch: session.run([out.name], {inp.name: batch})[0]
+    got = np.concatenate([run(x[i:i + 500]) for i in range(0, len(x), 500)])
+
+    diff = float(np.max(np.abs(got - papa))) if len(x) else 0.0
+    top2 = np.sort(papa, axis=1)[:, -2:]
+    near_tie = (top2[:, 1] - top2[:, 0]) < args.tol
+    differ = papa.argmax(1) != got.argmax(1)
+    unexcused = int(np.sum(differ & ~near_tie))
+    line = (f"onnxruntime {ort.__version__} vs papa on {len(x)} samples: max |logit difference| {diff:.3e}; "
+            f"predictions differ on {int(differ.sum())} ({int(np.sum(differ & near_tie))} of them near-ties "
+            f"of papa's top-2 margin < {args.tol:g}; {int(near_tie.sum())} such near-ties in all)")
+    if args.labels:
+        labels = np.fromfile(args.labels, dtype=np.uint8)
+        line += (f"; accuracy papa {100 * np.mean(papa.argmax(1) == labels):.2f}%, "
+                 f"onnxruntime {100 * np.mean(got.argmax(1) == labels):.2f}%")
+    print(line)
+    ok = diff <= args.tol and unexcused == 0
+    if not ok:
+        print(f"FAIL: logits differ by more than {args.tol:g} or {unexcused} predictions differ outside near-ties")
+
+    if args.bench:
+        run(x[:1])
+        times = []
+        for i in range(min(200, len(x))):
+            t = time.perf_counter()
+            run(x[i:i + 1])
+            times.append(time.perf_counter() - t)
+        latency = sorted(times)[len(times) // 2]
+        run(x[:64])
+        t = time.perf_counter()
+        for i in range(0, len(x), 64):
+            run(x[i:i + 64])
+        throughput = len(x) / (time.perf_counter() - t)
+        print(f"| onnxruntime {ort.__version__} (f32) | {args.threads} | {latency * 1e6:.1f} | {throughput:.0f} |")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
