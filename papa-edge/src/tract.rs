@@ -339,7 +339,7 @@ fn signature(graph: &pb::GraphProto) -> Result<(Vec<usize>, usize), Error> {
     let sample = input_dims
         .get(1..)
         .filter(|d| !d.is_empty())
-        .and_then(|d| d.iter().map(|&d| d).collect::<Option<Vec<usize>>>())
+        .and_then(|d| d.iter().copied().collect::<Option<Vec<usize>>>())
         .filter(|d| d.iter().all(|&n| n > 0))
         .ok_or_else(|| signature_error("input", format!("shape {input_dims:?}: expected [batch, ...] with every sample dimension fixed and positive")))?;
     // tract indexes its value table by the output's name: one produced by nothing panics.
