@@ -3,6 +3,7 @@
 use crate::error::CliError;
 use clap::{Args, ValueEnum};
 use papa_edge::onnx::{self, Opset};
+use papa_model::layer::Layer;
 use papa_train::checkpoint::{load_model, write_atomic};
 use std::path::PathBuf;
 
@@ -42,12 +43,26 @@ pub fn run(args: &ExportArgs) -> Result<(), CliError> {
     })?;
     let bytes = onnx::to_bytes(&proto);
     write_atomic(&args.out, &bytes)?;
-    let nodes = proto.graph.as_ref().map_or(0, |g| g.node.len());
+    let ops: Vec<&str> = proto
+        .graph
+        .iter()
+        .flat_map(|g| &g.node)
+        .map(|n| n.op_type.as_str())
+        .collect();
+    let batch_norms = model
+        .card
+        .layers
+        .iter()
+        .filter(|l| matches!(l, Layer::BatchNorm))
+        .count();
+    let folded =
+        batch_norms.saturating_sub(ops.iter().filter(|&&op| op == "BatchNormalization").count());
     let input = &model.card.input;
     out!(
-        "{}: ONNX opset {}, {nodes} nodes, {} bytes (BatchNorm folded); input `{}` f32 [batch, {}, {}, {}] as the dataset stores it, output `{}` [batch, {}]",
+        "{}: ONNX opset {}, {} nodes, {} bytes ({folded} of {batch_norms} BatchNorm folded); input `{}` f32 [batch, {}, {}, {}] as the dataset stores it, output `{}` [batch, {}]",
         args.out.display(),
         opset.version(),
+        ops.len(),
         bytes.len(),
         papa_edge::names::INPUT,
         input.channels,
