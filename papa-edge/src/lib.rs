@@ -9,6 +9,10 @@
 //! - `tract` (feature `tract`): run such an ONNX model with tract: load it, predict one
 //!   sample or a batch.
 //!
+//! - [`quant`]: the int8 quantiser (TensorFlow Lite Micro's scheme and fixed-point
+//!   requantisation), `no_std` without an allocator; one layer's tensors and a model's
+//!   calibration ranges with `alloc`. `onnx::export_int8` writes it as a QDQ graph;
+//!   `onnx::calibrate` (feature `calibrate`) measures the ranges with papa's own forward.
 //! - [`names`]: the graph's input, output and metadata names.
 //!
 //! Without features the crate is `no_std` with no allocator: the microcontroller runtime
@@ -36,11 +40,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
 pub mod names;
 #[cfg(feature = "export")]
 pub mod onnx;
+pub mod quant;
 #[cfg(feature = "tract")]
 pub mod tract;

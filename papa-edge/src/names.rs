@@ -13,3 +13,6 @@ pub const META_CARD: &str = "papa.model_card";
 pub const META_CLASS_NAMES: &str = "papa.class_names";
 /// Metadata key of the description of the input.
 pub const META_INPUT: &str = "papa.input";
+/// Metadata key of an int8 export's description of its quantisation (absent in an f32
+/// export).
+pub const META_QUANTIZATION: &str = "papa.quantization";

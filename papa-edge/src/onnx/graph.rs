@@ -117,7 +117,13 @@ pub(crate) fn build(card: &ModelCard, params: &[f32]) -> Result<Graph, ExportErr
 impl Graph {
     /// Appends a node reading the previous node's output (the graph input for the first)
     /// and the initializers `params`, writing a value named like the node.
-    fn push(&mut self, op_type: &str, name: &str, params: &[&str], attrs: Vec<AttributeProto>) {
+    pub(crate) fn push(
+        &mut self,
+        op_type: &str,
+        name: &str,
+        params: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) {
         let last = self
             .nodes
             .last()
@@ -132,7 +138,7 @@ impl Graph {
     }
 
     /// Adds an f32 initializer.
-    fn constant(
+    pub(crate) fn constant(
         &mut self,
         name: &str,
         dims: &[usize],
@@ -146,7 +152,7 @@ impl Graph {
     /// The dataset's stored values to the model's input: `(x / pixel_scale - mean[c]) /
     /// std[c]`, as papa computes it (a division, not a multiplication by the inverse, so
     /// that the same f32 values go in). A step that changes nothing is left out.
-    fn normalisation(&mut self, card: &ModelCard) -> Result<(), ExportError> {
+    pub(crate) fn normalisation(&mut self, card: &ModelCard) -> Result<(), ExportError> {
         let (input, norm) = (&card.input, &card.normalization);
         let channel = [input.channels, 1, 1];
         if input.pixel_scale != 1.0 {
@@ -173,48 +179,78 @@ impl Graph {
         &mut self,
         name: &str,
         dims: &[usize],
-        (weight, bias): (usize, usize),
+        offsets: (usize, usize),
         bn: Option<&Planned>,
         params: &[f32],
     ) -> Result<[String; 2], ExportError> {
-        let (out, numel) = (dims[0], dims.iter().product::<usize>());
-        let mut w = Cow::Borrowed(&params[weight..weight + numel]);
-        let mut b = Cow::Borrowed(&params[bias..bias + out]);
-        let mut doc = String::new();
-        if let Some(Planned {
-            op:
-                Op::BatchNorm {
-                    scale,
-                    shift,
-                    mean,
-                    var,
-                    ..
-                },
-            name: bn_name,
-            ..
-        }) = bn
-        {
-            let bn_name = bn_name.map(|n| n.to_string()).unwrap_or_default();
-            let part = |offset: usize| &params[offset..offset + out];
-            fold_batchnorm(
-                w.to_mut(),
-                Bias::Existing(b.to_mut()),
-                part(*scale),
-                part(*shift),
-                part(*mean),
-                part(*var),
-                BN_EPS,
-            )
-            .map_err(|source| ExportError::Fold {
-                layer: name.into(),
-                batch_norm: bn_name.clone(),
-                source,
-            })?;
-            doc = format!("{bn_name} (eval mode) folded in");
-        }
+        let Folded {
+            weight: w,
+            bias: b,
+            doc,
+        } = folded(name, dims, offsets, bn, params)?;
         let names = [format!("{name}.weight"), format!("{name}.bias")];
         self.constant(&names[0], dims, &w, &doc)?;
-        self.constant(&names[1], &[out], &b, &doc)?;
+        self.constant(&names[1], &[dims[0]], &b, &doc)?;
         Ok(names)
     }
+}
+
+/// A conv/linear layer's weight and bias with the BatchNorm after it folded in (borrowed
+/// when there is none), and a note saying so.
+pub(crate) struct Folded<'a> {
+    pub(crate) weight: Cow<'a, [f32]>,
+    pub(crate) bias: Cow<'a, [f32]>,
+    pub(crate) doc: String,
+}
+
+/// The weight `[out, ...]` (`dims`) and bias `[out]` of layer `name`, found at `(weight,
+/// bias)` in `params`, with the eval-mode BatchNorm `bn` folded in when given (papa-core's
+/// `fold_batchnorm`).
+pub(crate) fn folded<'a>(
+    name: &str,
+    dims: &[usize],
+    (weight, bias): (usize, usize),
+    bn: Option<&Planned>,
+    params: &'a [f32],
+) -> Result<Folded<'a>, ExportError> {
+    let (out, numel) = (dims[0], dims.iter().product::<usize>());
+    let mut w = Cow::Borrowed(&params[weight..weight + numel]);
+    let mut b = Cow::Borrowed(&params[bias..bias + out]);
+    let mut doc = String::new();
+    if let Some(Planned {
+        op:
+            Op::BatchNorm {
+                scale,
+                shift,
+                mean,
+                var,
+                ..
+            },
+        name: bn_name,
+        ..
+    }) = bn
+    {
+        let bn_name = bn_name.map(|n| n.to_string()).unwrap_or_default();
+        let part = |offset: usize| &params[offset..offset + out];
+        fold_batchnorm(
+            w.to_mut(),
+            Bias::Existing(b.to_mut()),
+            part(*scale),
+            part(*shift),
+            part(*mean),
+            part(*var),
+            BN_EPS,
+        )
+        .map_err(|source| ExportError::Fold {
+            layer: name.into(),
+            batch_norm: bn_name.clone(),
+            source,
+        })?;
+        doc = format!("{bn_name} (eval mode) folded in");
+    }
+    Ok(Folded {
+        weight: w,
+        bias: b,
+        doc,
+    })
 }

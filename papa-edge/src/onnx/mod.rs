@@ -16,9 +16,13 @@
 //! [`BATCH_DIM`]: crate::names::BATCH_DIM
 
 mod graph;
+mod int8;
 mod proto;
 
 use crate::names::{BATCH_DIM, INPUT, META_CARD, META_CLASS_NAMES, META_INPUT, OUTPUT};
+#[cfg(feature = "calibrate")]
+pub use int8::{calibrate, DEFAULT_CALIBRATION_SAMPLES};
+pub use int8::{export_int8, fold, quantize, Quantized, QUANTIZATION_NOTE};
 use papa_model::card::{CardError, ModelCard};
 use papa_model::file::{decode, FileError, ModelFile};
 use papa_model::{LengthMismatch, ModelError};
@@ -73,6 +77,27 @@ pub enum ExportError {
         /// The opset asked for.
         version: i64,
     },
+    /// The int8 export folds every BatchNorm: this one follows no conv/linear layer.
+    #[error("{batch_norm} follows no conv or linear layer: the int8 export needs every BatchNorm folded")]
+    Unfoldable {
+        /// The BatchNorm.
+        batch_norm: String,
+    },
+    /// The calibration does not fit the model.
+    #[error("calibration: {0}")]
+    Calibration(String),
+    /// A tensor could not be quantised.
+    #[error("quantising {tensor}: {source}")]
+    Quant {
+        /// The layer or tensor.
+        tensor: String,
+        /// The quantiser's reason.
+        source: crate::quant::QuantError,
+    },
+    /// papa's forward failed during calibration.
+    #[cfg(feature = "calibrate")]
+    #[error("calibration forward: {0}")]
+    Forward(#[from] papa_train::model::Error),
     /// A size ONNX cannot hold (beyond i64).
     #[error("a size of {size} does not fit an ONNX dimension")]
     TooLarge {
@@ -154,20 +179,26 @@ impl Opset {
 /// ```
 pub fn export(model: &ModelFile, opset: Opset) -> Result<pb::ModelProto, ExportError> {
     let card = &model.card;
+    checked(model)?;
+    let graph = graph::build(card, &model.params)?;
+    let doc = format!("{}: exported by papa-edge from its model file", card.name);
+    model_proto(card, graph, opset, doc, Vec::new())
+}
+
+/// The model around `graph`: its input and output, opset, producer and metadata (the card,
+/// the input description, the class names, then `extra`).
+pub(crate) fn model_proto(
+    card: &ModelCard,
+    graph: graph::Graph,
+    opset: Opset,
+    doc: String,
+    extra: Vec<(&str, String)>,
+) -> Result<pb::ModelProto, ExportError> {
     let spec = card.spec()?;
-    LengthMismatch::check("params", spec.len(), model.params.len()).map_err(ExportError::Params)?;
-    if let Some(i) = model.params.iter().position(|v| !v.is_finite()) {
-        // The spec's tensors tile the vector, so one holds position i.
-        let tensor = spec.tensors().iter().find(|t| t.range().contains(&i));
-        return Err(ExportError::NonFinite {
-            tensor: tensor.map_or_else(String::new, |t| t.name.clone()),
-            value: model.params[i],
-        });
-    }
     let graph::Graph {
         nodes,
         initializers,
-    } = graph::build(card, &model.params)?;
+    } = graph;
     let [channels, height, width] = spec.input_shape();
     let input = value_info(
         INPUT,
@@ -192,6 +223,7 @@ pub fn export(model: &ModelFile, opset: Opset) -> Result<pb::ModelProto, ExportE
         let names = serde_json::to_string(&card.classes.names).map_err(CardError::Json)?;
         metadata.push(entry(META_CLASS_NAMES, names));
     }
+    metadata.extend(extra.into_iter().map(|(k, v)| entry(k, v)));
     Ok(pb::ModelProto {
         ir_version: opset.ir_version(),
         opset_import: vec![pb::OperatorSetIdProto {
@@ -200,7 +232,7 @@ pub fn export(model: &ModelFile, opset: Opset) -> Result<pb::ModelProto, ExportE
         }],
         producer_name: "papa".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: format!("{}: exported by papa-edge from its model file", card.name),
+        doc_string: doc,
         graph: Some(pb::GraphProto {
             name: card.name.clone(),
             node: nodes,
@@ -212,6 +244,21 @@ pub fn export(model: &ModelFile, opset: Opset) -> Result<pb::ModelProto, ExportE
         metadata_props: metadata,
         ..pb::ModelProto::default()
     })
+}
+
+/// The model's spec, once its parameters are checked to fill it and to be finite.
+pub(crate) fn checked(model: &ModelFile) -> Result<papa_model::ModelSpec, ExportError> {
+    let spec = model.card.spec()?;
+    LengthMismatch::check("params", spec.len(), model.params.len()).map_err(ExportError::Params)?;
+    if let Some(i) = model.params.iter().position(|v| !v.is_finite()) {
+        // The spec's tensors tile the vector, so one holds position i.
+        let tensor = spec.tensors().iter().find(|t| t.range().contains(&i));
+        return Err(ExportError::NonFinite {
+            tensor: tensor.map_or_else(String::new, |t| t.name.clone()),
+            value: model.params[i],
+        });
+    }
+    Ok(spec)
 }
 
 /// [`export`] of a model file's bytes (as `papa train` writes them), encoded.

@@ -33,11 +33,44 @@ pub(crate) fn tensor(
     values: &[f32],
     doc: &str,
 ) -> Result<TensorProto, ExportError> {
+    let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    raw_tensor(name, dims, DataType::Float, raw, doc)
+}
+
+/// An int8 initializer.
+pub(crate) fn tensor_i8(
+    name: &str,
+    dims: &[usize],
+    values: &[i8],
+    doc: &str,
+) -> Result<TensorProto, ExportError> {
+    let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    raw_tensor(name, dims, DataType::Int8, raw, doc)
+}
+
+/// An int32 initializer.
+pub(crate) fn tensor_i32(
+    name: &str,
+    dims: &[usize],
+    values: &[i32],
+    doc: &str,
+) -> Result<TensorProto, ExportError> {
+    let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    raw_tensor(name, dims, DataType::Int32, raw, doc)
+}
+
+fn raw_tensor(
+    name: &str,
+    dims: &[usize],
+    data_type: DataType,
+    raw_data: Vec<u8>,
+    doc: &str,
+) -> Result<TensorProto, ExportError> {
     Ok(TensorProto {
         name: name.into(),
         dims: dims.iter().map(|&d| dim(d)).collect::<Result<_, _>>()?,
-        data_type: DataType::Float as i32,
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        data_type: data_type as i32,
+        raw_data,
         doc_string: doc.into(),
         ..TensorProto::default()
     })
