@@ -2,7 +2,7 @@
 
 use crate::error::CliError;
 use clap::Args;
-use papa_edge::names::META_CARD;
+use papa_edge::names::{META_CARD, META_QUANTIZATION};
 use papa_edge::tract::Model;
 use papa_model::card::ModelCard;
 use papa_train::data;
@@ -85,8 +85,14 @@ pub fn run(args: &InferArgs) -> Result<(), CliError> {
     }
     latencies.sort_by(f64::total_cmp);
     let median = latencies.get(timed / 2).copied().unwrap_or(0.0);
+    // tract has no integer kernels for QDQ: it dequantises and computes in f32.
+    let how = if model.metadata(META_QUANTIZATION).is_some() {
+        "tract; int8 QDQ run as f32 arithmetic on the dequantised values (fake quantisation)"
+    } else {
+        "tract, f32"
+    };
     out!(
-        "{}: test accuracy {:.2}% on {} samples of {} (tract)",
+        "{}: test accuracy {:.2}% on {} samples of {} ({how})",
         args.model.display(),
         100.0 * correct as f64 / test.len().max(1) as f64,
         test.len(),

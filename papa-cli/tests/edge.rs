@@ -105,6 +105,35 @@ fn export_and_compare(file: &Path) -> PathBuf {
         file.display()
     );
     assert!(max_diff <= TOLERANCE, "{max_diff}");
+
+    // int8 (QDQ), calibrated on 256 training images: tract (fake quantisation) predicts
+    // nearly as papa's f32 forward does.
+    let int8 = file.with_extension("int8.onnx");
+    let printed = ok(&[
+        "export",
+        file.to_str().unwrap(),
+        "--format",
+        "onnx-int8",
+        "--calibration",
+        "256",
+        "--out",
+        int8.to_str().unwrap(),
+    ]);
+    assert!(
+        printed.contains("int8 QDQ calibrated on 256 training images"),
+        "{printed}"
+    );
+    let quantised = Model::load(&int8).unwrap().logits(&stored).unwrap();
+    let agree = papa
+        .chunks_exact(classes)
+        .zip(quantised.chunks_exact(classes))
+        .filter(|(p, q)| argmax(p) == argmax(q))
+        .count();
+    println!(
+        "{}: int8 predictions equal to papa's f32 ones on {agree} of {SAMPLES}",
+        int8.display()
+    );
+    assert!(agree * 100 >= 95 * SAMPLES, "{agree} of {SAMPLES}");
     onnx
 }
 
@@ -120,6 +149,10 @@ fn exported_models_run_in_tract_with_papas_logits() {
         "{report}"
     );
     assert!(report.contains("latency at batch 1"), "{report}");
+    assert!(report.contains("throughput at batch 64"), "{report}");
+    let int8 = dir.path().join("mlp-32/none.int8.onnx");
+    let report = ok(&["infer", int8.to_str().unwrap(), "--data", "fashion-mnist"]);
+    assert!(report.contains("fake quantisation"), "{report}");
 
     // Bad input: errors that name the problem, no panic.
     let file = dir.path().join("mlp-32/none.safetensors");

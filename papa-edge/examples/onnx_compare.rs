@@ -1,5 +1,10 @@
 //! An exported model against papa's own forward, on a dataset's test split: agreement of
-//! the logits and predictions, and f32 latency (batch 1) and throughput (batch 64) of both.
+//! the logits and predictions, and latency (batch 1) and throughput (batch 64) of both.
+//!
+//! An f32 export must give papa's logits within 1e-4 and its predictions except near-ties;
+//! an int8 export (`papa export --format onnx-int8`), which tract runs as f32 arithmetic on
+//! the dequantised values (fake quantisation), must be within 1 point of papa's f32
+//! accuracy. The exit status is 1 when the check fails.
 //!
 //! ```text
 //! cargo run --release -p papa-edge --example onnx_compare -- MODEL.safetensors MODEL.onnx \
@@ -8,8 +13,10 @@
 //!
 //! `--dump DIR` writes what `scripts/onnx-check.py` compares onnxruntime with:
 //! `inputs.bin` (the samples as the dataset stores them, f32 little-endian, NCHW),
-//! `papa-logits.bin` (papa's logits, f32, `samples x classes`) and `labels.bin` (u8).
+//! `papa-logits.bin` (papa's logits, f32, `samples x classes`), `tract-logits.bin` (tract's,
+//! on the ONNX file) and `labels.bin` (u8).
 
+use papa_edge::names::META_QUANTIZATION;
 use papa_edge::tract::Model;
 use papa_train::checkpoint::load_model;
 use papa_train::data;
@@ -24,6 +31,8 @@ const BATCH: usize = 500;
 const MARGIN: f32 = 1e-4;
 /// Samples timed one by one for the latency.
 const LATENCY_SAMPLES: usize = 200;
+/// The largest accuracy drop (points) of an int8 export against papa's f32 forward.
+const INT8_MAX_DROP: f64 = 1.0;
 
 struct Args {
     model: PathBuf,
@@ -126,21 +135,40 @@ fn main() -> Result<(), Box<dyn Error>> {
         tract_correct += usize::from(tc == usize::from(label));
     }
     let pct = |c: usize| 100.0 * c as f64 / n.max(1) as f64;
+    let int8 = onnx.metadata(META_QUANTIZATION).is_some();
+    let runtime = if int8 {
+        "tract (int8 QDQ, run as f32: fake quantisation)"
+    } else {
+        "tract"
+    };
     println!(
-        "{} vs {} on {n} test samples of {source}: max |logit difference| {max_diff:.3e}; predictions differ on {differ} ({excused} of them where papa's top-2 margin < {MARGIN:e}; {near_ties} such near-ties in all); accuracy papa {:.2}%, tract {:.2}%",
+        "{} vs {} on {n} test samples of {source}: max |logit difference| {max_diff:.3e}; predictions differ on {differ} ({excused} of them where papa's top-2 margin < {MARGIN:e}; {near_ties} such near-ties in all); accuracy papa {:.2}%, {runtime} {:.2}%",
         args.model.display(),
         args.onnx.display(),
         pct(papa_correct),
         pct(tract_correct)
     );
+    let failure = if int8 {
+        let drop = pct(papa_correct) - pct(tract_correct);
+        println!(
+            "int8: {:.2}% of predictions equal to papa's f32 ones; accuracy {drop:+.2} points below f32 (at most {INT8_MAX_DROP} allowed)",
+            pct(n - differ)
+        );
+        (drop > INT8_MAX_DROP).then(|| format!("int8 accuracy {drop:.2} points below f32"))
+    } else {
+        (max_diff > MARGIN || differ > excused).then(|| {
+            format!("logits differ by {max_diff:e} (> {MARGIN:e}) or {} predictions differ outside near-ties", differ - excused)
+        })
+    };
     if let Some(dir) = &args.dump {
         std::fs::create_dir_all(dir)?;
         let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         std::fs::write(dir.join("inputs.bin"), bytes(&stored))?;
         std::fs::write(dir.join("papa-logits.bin"), bytes(&papa))?;
+        std::fs::write(dir.join("tract-logits.bin"), bytes(&tract))?;
         std::fs::write(dir.join("labels.bin"), &test.labels)?;
         println!(
-            "wrote inputs.bin, papa-logits.bin, labels.bin in {}",
+            "wrote inputs.bin, papa-logits.bin, tract-logits.bin, labels.bin in {}",
             dir.display()
         );
     }
@@ -163,9 +191,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         row("papa (Network, f32)", papa_latency, papa_throughput);
         let tract_latency = latency(&stored, sample, |x| onnx.logits(x).map(drop))?;
         let tract_throughput = throughput(&stored, sample, |x| onnx.logits(x).map(drop))?;
-        row("tract 0.23 (f32)", tract_latency, tract_throughput);
+        let name = if int8 {
+            "tract 0.23 (int8 QDQ as f32 arithmetic: fake quantisation)"
+        } else {
+            "tract 0.23 (f32)"
+        };
+        row(name, tract_latency, tract_throughput);
     }
-    Ok(())
+    match failure {
+        Some(why) => Err(format!("FAIL: {why}").into()),
+        None => Ok(()),
+    }
 }
 
 /// The largest logit less the second largest.
