@@ -140,12 +140,6 @@ pub enum CliError {
         /// The exporter's error.
         source: papa_edge::onnx::ExportError,
     },
-    /// A model to calibrate whose card names no dataset, with no `--data` given.
-    #[error("{}: the model records no dataset to calibrate on: give --data", path.display())]
-    NoDataset {
-        /// The model file.
-        path: PathBuf,
-    },
     /// An ONNX model that cannot be loaded or run.
     #[error("{}: {source}", path.display())]
     Onnx {
