@@ -79,6 +79,10 @@ pub struct MethodResult {
     pub final_model: f32,
     /// Which model that is, e.g. `"greedy soup + REPAIR"`.
     pub final_model_is: String,
+    /// The same models' validation accuracies: what the run's choices were made on, and
+    /// what defaults are tuned on (results written before: empty).
+    #[serde(default)]
+    pub validation: Validation,
     /// Wall time of the whole method, in seconds (results.md shows it; results.json leaves
     /// it out so that identical runs write identical bytes; 0 when read back from one).
     #[serde(skip)]
@@ -89,6 +93,15 @@ pub struct MethodResult {
     pub cpu_path: String,
     /// Per-epoch measurements.
     pub history: Vec<EpochRecord>,
+}
+
+/// Validation accuracies (%) of a method's members and of the model it ships.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    /// Each member's.
+    pub members: Vec<f32>,
+    /// The final model's.
+    pub final_model: f32,
 }
 
 /// What produced a run, beside its settings: the data, the numerics version and the CPU
