@@ -9,7 +9,9 @@ use papa_train::config::{build_model, Method, TrainConfig};
 use papa_train::data;
 use papa_train::engine::CpuEngine;
 use papa_train::engine::Engine;
-use papa_train::report::{markdown_table, write_report, MethodResult, RunRecord, RunReport};
+use papa_train::report::{
+    markdown_table, verdicts, write_report, MethodResult, RunRecord, RunReport,
+};
 use papa_train::train::{member_recipes, model_card, train_on, NUMERICS};
 use std::path::{Path, PathBuf};
 
@@ -208,6 +210,9 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
     #[cfg(feature = "plot")]
     papa_cli::plot::plot_history(&report, &out.join("accuracy.svg"))?;
     out!("{}", markdown_table(&report))?;
+    for line in verdicts(&report) {
+        out!("{line}")?;
+    }
     out!(
         "written to {}: results.json, results.md, {}<method>.safetensors",
         out.display(),

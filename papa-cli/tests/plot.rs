@@ -38,6 +38,7 @@ fn method(name: &str, members: usize, epochs: usize) -> MethodResult {
         greedy_soup_size: 1,
         final_model: 90.0,
         final_model_is: "greedy soup".into(),
+        validation: Default::default(),
         wall_seconds: 1.0,
         cpu_path: "avx512".into(),
         history,

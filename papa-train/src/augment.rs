@@ -63,6 +63,18 @@ impl Recipe {
             ..Recipe::plain()
         }
     }
+
+    /// The same recipe with its mixup, label smoothing, CutMix and erasing strengths
+    /// multiplied by `strength` (its crop and flip unchanged).
+    pub fn scaled(self, strength: f32) -> Recipe {
+        Recipe {
+            mixup: self.mixup * strength,
+            label_smoothing: self.label_smoothing * strength,
+            cutmix: self.cutmix * strength,
+            erasing: self.erasing * strength,
+            ..self
+        }
+    }
 }
 
 impl std::fmt::Display for Recipe {

@@ -191,6 +191,9 @@ pub struct TrainConfig {
     pub nesterov: bool,
     /// Each member's augmentation and regularisation.
     pub augmentation: Augmentation,
+    /// Under `grid`: every member's mixup, label smoothing, CutMix and erasing strengths
+    /// multiplied by this, in `[0, 1]` (1 = the paper's grid, set for 300-epoch runs).
+    pub grid_strength: f32,
     /// Zero padding of the random crop under `grid` and `standard` (0 = no crop). The default
     /// is 2 (docs/RESULTS.md compares 0, 2 and 4 on Fashion-MNIST).
     pub crop_padding: usize,
@@ -272,6 +275,7 @@ impl Default for TrainConfig {
             weight_decay: sgd.weight_decay,
             nesterov: sgd.nesterov,
             augmentation: Augmentation::Grid,
+            grid_strength: 1.0,
             crop_padding: 2,
             hflip: true,
             crop_fill: CropFill::Black,
@@ -379,6 +383,9 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
             return bad("val_fraction", "must lie in [0, 1)");
+        }
+        if !(0.0..=1.0).contains(&self.grid_strength) {
+            return bad("grid_strength", "must lie in [0, 1]");
         }
         if let Some(a) = self.papa_alpha {
             if !(0.0..=1.0).contains(&a) {

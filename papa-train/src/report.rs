@@ -79,6 +79,10 @@ pub struct MethodResult {
     pub final_model: f32,
     /// Which model that is, e.g. `"greedy soup + REPAIR"`.
     pub final_model_is: String,
+    /// The same models' validation accuracies: what the run's choices were made on, and
+    /// what defaults are tuned on (results written before: empty).
+    #[serde(default)]
+    pub validation: Validation,
     /// Wall time of the whole method, in seconds (results.md shows it; results.json leaves
     /// it out so that identical runs write identical bytes; 0 when read back from one).
     #[serde(skip)]
@@ -89,6 +93,15 @@ pub struct MethodResult {
     pub cpu_path: String,
     /// Per-epoch measurements.
     pub history: Vec<EpochRecord>,
+}
+
+/// Validation accuracies (%) of a method's members and of the model it ships.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    /// Each member's.
+    pub members: Vec<f32>,
+    /// The final model's.
+    pub final_model: f32,
 }
 
 /// What produced a run, beside its settings: the data, the numerics version and the CPU
@@ -292,6 +305,67 @@ pub fn markdown_table(report: &RunReport) -> String {
     out
 }
 
+/// Pairwise cosine above which members count as collapsed into one model.
+pub const COLLAPSED_COSINE: f64 = 0.999;
+
+/// What the validation split says of each averaging method, in words: whether its final
+/// model is below independent training's (then PAPA did not help on this run, and the report
+/// says so rather than leaving the worse model unremarked), and whether its members
+/// collapsed into one model. Nothing is said of `none`, or of results without validation
+/// figures (read from before they were recorded).
+///
+/// ```
+/// # use papa_train::report::{verdicts, RunReport};
+/// let empty = RunReport { dataset: "d".into(), command: String::new(), results: vec![], recipes: vec![] };
+/// assert!(verdicts(&empty).is_empty());
+/// ```
+pub fn verdicts(report: &RunReport) -> Vec<String> {
+    let independent = report
+        .results
+        .iter()
+        .find(|r| r.method == "none" && !r.validation.members.is_empty());
+    let mut out = Vec::new();
+    for r in &report.results {
+        if r.method == "none" || r.validation.members.is_empty() {
+            continue;
+        }
+        let own = r.validation.final_model;
+        let mut said = match independent {
+            Some(i) if own < i.validation.final_model => format!(
+                "{}: on validation its final model ({}%) is below independent training's ({}%): \
+                 PAPA did not help on this run, and none.safetensors is the better model to ship",
+                r.method,
+                pct(own),
+                pct(i.validation.final_model)
+            ),
+            Some(i) => format!(
+                "{}: on validation its final model ({}%) is at or above independent training's ({}%)",
+                r.method,
+                pct(own),
+                pct(i.validation.final_model)
+            ),
+            None => format!(
+                "{}: on validation its final model reaches {}%; independent training was not run                  beside it (--compare runs it), so whether PAPA helped here is not known",
+                r.method,
+                pct(own)
+            ),
+        };
+        if let Some(cosine) = r.history.last().map(|h| h.mean_pairwise_cosine) {
+            if cosine > COLLAPSED_COSINE {
+                said.push_str(&format!(
+                    "; its members ended at pairwise cosine {cosine:.4}, nearly one model, \
+                     which leaves the average little diversity to use"
+                ));
+                if r.method == "papa" {
+                    said.push_str(" (a weaker pull, papa_alpha closer to 1, keeps more)");
+                }
+            }
+        }
+        out.push(said);
+    }
+    out
+}
+
 /// A code fence longer than any run of backticks in `text`, so the text cannot close it.
 fn fence_for(text: &str) -> String {
     let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
@@ -315,6 +389,14 @@ pub fn write_report(report: &RunReport, dir: &Path) -> Result<(), ReportError> {
         "\nTest accuracy in %. The best member is chosen on validation accuracy; \
          greedy soup shows its number of members.\n\n",
     );
+    let said = verdicts(report);
+    if !said.is_empty() {
+        md.push_str("What the validation split says:\n\n");
+        for line in said {
+            md.push_str(&format!("- {line}\n"));
+        }
+        md.push('\n');
+    }
     for r in &report.results {
         md.push_str(&format!(
             "- {}: model {}, {} members, {} epochs, seed {}\n",

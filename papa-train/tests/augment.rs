@@ -628,3 +628,30 @@ fn erasing_on_a_table_masks_a_fraction_of_features_to_the_mean() {
     assert!((share - 0.5).abs() < 0.06, "{share}");
     assert!((mean - 0.175).abs() < 0.02, "{mean}");
 }
+
+#[test]
+fn grid_strength_scales_every_members_regularisation_and_zero_is_standard() {
+    use papa_train::config::{Augmentation, TrainConfig};
+    use papa_train::train::member_recipes;
+    let with = |grid_strength| TrainConfig {
+        population: 9,
+        grid_strength,
+        ..TrainConfig::default()
+    };
+    let full = member_recipes(&with(1.0), true);
+    let quarter = member_recipes(&with(0.25), true);
+    assert!(full.iter().any(|r| r.mixup > 0.0 && r.erasing > 0.0));
+    for (f, q) in full.iter().zip(&quarter) {
+        let scaled = [f.mixup, f.label_smoothing, f.cutmix, f.erasing].map(|x| x * 0.25);
+        assert_eq!([q.mixup, q.label_smoothing, q.cutmix, q.erasing], scaled);
+        assert_eq!((q.crop_padding, q.hflip), (f.crop_padding, f.hflip));
+    }
+    let standard = TrainConfig {
+        augmentation: Augmentation::Standard,
+        ..with(1.0)
+    };
+    assert_eq!(
+        member_recipes(&with(0.0), true),
+        member_recipes(&standard, true)
+    );
+}

@@ -146,6 +146,13 @@ fn validation_names_the_key() {
     );
     bad(
         TrainConfig {
+            grid_strength: 1.5,
+            ..ok.clone()
+        },
+        "grid_strength",
+    );
+    bad(
+        TrainConfig {
             papa_every_steps: 0,
             ..ok.clone()
         },

@@ -3,7 +3,8 @@
 
 use papa_train::augment::Recipe;
 use papa_train::report::{
-    markdown_table, write_report, Accuracy, EpochRecord, MethodResult, RunReport,
+    markdown_table, verdicts, write_report, Accuracy, EpochRecord, MethodResult, RunReport,
+    Validation,
 };
 
 /// A hand-made history: `members` members over `epochs` epochs, the average measured on
@@ -52,6 +53,7 @@ fn report() -> RunReport {
                 greedy_soup_size: 2,
                 final_model: 92.37,
                 final_model_is: "uniform soup + REPAIR".into(),
+                validation: Default::default(),
                 wall_seconds: 754.0,
                 cpu_path: "avx512".into(),
                 history: history(3, 4, 80.0),
@@ -79,6 +81,7 @@ fn report() -> RunReport {
                 greedy_soup_size: 1,
                 final_model: 90.0,
                 final_model_is: "greedy soup".into(),
+                validation: Default::default(),
                 wall_seconds: 42.25,
                 cpu_path: "portable".into(),
                 history: history(3, 4, 78.0),
@@ -224,4 +227,47 @@ fn write_report_writes_the_two_files() {
     ));
     assert!(md.contains("- member 1: mixup 0, label smoothing 0"));
     assert!(md.contains("fashion-mnist"));
+}
+
+#[test]
+fn the_report_says_when_papa_is_below_independent_training_on_validation() {
+    let with_val = |papa: f32, none: f32| {
+        let mut r = report();
+        for (result, final_model) in r.results.iter_mut().zip([papa, none]) {
+            result.validation = Validation {
+                members: vec![final_model - 1.0; 3],
+                final_model,
+            };
+        }
+        r
+    };
+    let below = verdicts(&with_val(90.0, 90.5));
+    assert_eq!(below.len(), 1, "{below:?}");
+    assert!(below[0].starts_with("papa: ") && below[0].contains("did not help"));
+    assert!(below[0].contains("90.00%") && below[0].contains("90.50%"));
+    let above = verdicts(&with_val(90.5, 90.5));
+    assert!(above[0].contains("at or above") && !above[0].contains("did not help"));
+
+    // Without independent training nothing can be claimed either way.
+    let mut alone = with_val(90.0, 90.5);
+    alone.results.truncate(1);
+    assert!(verdicts(&alone)[0].contains("not known"));
+
+    // Members that ended as one model are named as such; results without validation figures
+    // (older files) get no verdict.
+    let mut collapsed = with_val(90.0, 90.5);
+    collapsed.results[0]
+        .history
+        .last_mut()
+        .unwrap()
+        .mean_pairwise_cosine = 0.9998;
+    assert!(verdicts(&collapsed)[0].contains("cosine 0.9998"));
+    assert!(!below[0].contains("cosine"));
+    assert!(verdicts(&report()).is_empty());
+
+    // results.md carries the same lines.
+    let dir = tempfile::tempdir().unwrap();
+    write_report(&with_val(90.0, 90.5), dir.path()).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
+    assert!(md.contains(&below[0]), "{md}");
 }

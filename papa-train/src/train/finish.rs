@@ -6,7 +6,7 @@ use super::{Run, State, TrainError};
 use crate::engine::Engine;
 use crate::eval::{population_accuracy, EvalError, PopulationAccuracy};
 use crate::model;
-use crate::report::{Accuracy, MethodResult};
+use crate::report::{Accuracy, MethodResult, Validation};
 use papa_core::population::Contiguous;
 use papa_core::soup::{greedy_soup, GreedyBuffers};
 
@@ -173,6 +173,10 @@ fn assemble(
         greedy_soup_size: greedy_size,
         final_model: scored[best].test,
         final_model_is: scored[best].name.into(),
+        validation: Validation {
+            members: val_acc.members.clone(),
+            final_model: scored[best].val,
+        },
         wall_seconds: 0.0,
         cpu_path: run.path.clone(),
         history: state.history.clone(),

@@ -244,7 +244,10 @@ impl Progress for Silent {
 pub fn member_recipes(cfg: &TrainConfig, hflip_ok: bool) -> Vec<Recipe> {
     let base = Recipe::standard(cfg.crop_padding, cfg.hflip && hflip_ok);
     match cfg.augmentation {
-        Augmentation::Grid => draw_recipes(cfg.seed, cfg.population, base),
+        Augmentation::Grid => draw_recipes(cfg.seed, cfg.population, base)
+            .into_iter()
+            .map(|r| r.scaled(cfg.grid_strength))
+            .collect(),
         Augmentation::Standard => vec![base; cfg.population],
         Augmentation::None => vec![Recipe::plain(); cfg.population],
     }
