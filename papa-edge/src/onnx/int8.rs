@@ -82,7 +82,7 @@ pub fn fold(model: &ModelFile) -> Result<ModelFile, ExportError> {
             let f = folded(&name, &dims, offsets, bn, &model.params)?;
             tensors.push((f.weight.into_owned(), f.bias.into_owned()));
         }
-        layers.push(card.layers[p.index].clone());
+        layers.push(card.layers[p.index]);
         i += 1 + usize::from(bn.is_some());
     }
     let folded_spec =

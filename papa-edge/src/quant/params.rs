@@ -73,7 +73,7 @@ impl Range {
 
     /// Whether nothing has been seen.
     pub fn is_empty(self) -> bool {
-        !(self.min <= self.max)
+        self.min.partial_cmp(&self.max).is_none_or(|o| o.is_gt())
     }
 }
 
@@ -199,7 +199,7 @@ pub fn quantize_weights(
     q: &mut [i8],
     scales: &mut [f32],
 ) -> Result<(), QuantError> {
-    if channels == 0 || weights.len() % channels != 0 {
+    if channels == 0 || !weights.len().is_multiple_of(channels) {
         return Err(QuantError::Shape {
             what: "weights (whole rows per channel)",
             expected: channels,
