@@ -6,7 +6,7 @@ use super::{ExportError, INPUT, OUTPUT};
 use papa_core::repair::{fold_batchnorm, Bias};
 use papa_model::card::ModelCard;
 use papa_model::layer::Shape;
-use papa_model::plan::{Op, Planned, Planner};
+use papa_model::plan::{ConvLayer, Op, Planned, Planner};
 use papa_model::BN_EPS;
 use std::borrow::Cow;
 use std::format;
@@ -27,15 +27,8 @@ pub(crate) struct Graph {
 pub(crate) fn build(card: &ModelCard, params: &[f32]) -> Result<Graph, ExportError> {
     let mut g = Graph::default();
     g.normalisation(card)?;
-    let input = Shape::Spatial {
-        channels: card.input.channels,
-        height: card.input.height,
-        width: card.input.width,
-    };
-    let planned: Vec<Planned> = Planner::new(&card.layers, input)
-        .collect::<Result<_, _>>()
-        .map_err(ExportError::Model)?;
-    let (mut relus, mut pools) = (0, 0);
+    let planned = plan(card)?;
+    let mut counts = Counts::default();
     let mut i = 0;
     while i < planned.len() {
         let p = &planned[i];
@@ -48,12 +41,7 @@ pub(crate) fn build(card: &ModelCard, params: &[f32]) -> Result<Graph, ExportErr
             Op::Conv(c) => {
                 let dims = [c.cout, c.cin, c.kernel, c.kernel];
                 let [w, b] = g.weights(&name, &dims, (c.weight, c.bias), bn, params)?;
-                let attrs = [
-                    ints("kernel_shape", &[c.kernel, c.kernel])?,
-                    ints("strides", &[c.stride, c.stride])?,
-                    ints("pads", &[c.padding; 4])?,
-                ];
-                g.push("Conv", &name, &[&w, &b], attrs.into());
+                g.push("Conv", &name, &[&w, &b], conv_attributes(&c)?);
             }
             Op::Linear(l) => {
                 let [w, b] = g.weights(&name, &[l.fout, l.fin], (l.weight, l.bias), bn, params)?;
@@ -87,19 +75,9 @@ pub(crate) fn build(card: &ModelCard, params: &[f32]) -> Result<Graph, ExportErr
                     [float("epsilon", BN_EPS)].into(),
                 );
             }
-            Op::Relu { .. } => {
-                relus += 1;
-                g.push("Relu", &format!("relu{relus}"), &[], Vec::new());
+            Op::Relu { .. } | Op::MaxPool { .. } | Op::Flatten { .. } => {
+                g.parameterless(p.op, &mut counts)?;
             }
-            Op::MaxPool { kernel, stride, .. } => {
-                pools += 1;
-                let attrs = [
-                    ints("kernel_shape", &[kernel, kernel])?,
-                    ints("strides", &[stride, stride])?,
-                ];
-                g.push("MaxPool", &format!("pool{pools}"), &[], attrs.into());
-            }
-            Op::Flatten { .. } => g.push("Flatten", "flatten", &[], [int("axis", 1)].into()),
         }
         i += 1 + usize::from(bn.is_some());
     }
@@ -114,7 +92,70 @@ pub(crate) fn build(card: &ModelCard, params: &[f32]) -> Result<Graph, ExportErr
     Ok(g)
 }
 
+/// `card`'s layers planned on its input shape.
+pub(crate) fn plan(card: &ModelCard) -> Result<Vec<Planned>, ExportError> {
+    let input = Shape::Spatial {
+        channels: card.input.channels,
+        height: card.input.height,
+        width: card.input.width,
+    };
+    Planner::new(&card.layers, input)
+        .collect::<Result<_, _>>()
+        .map_err(ExportError::Model)
+}
+
+/// A Conv node's kernel, stride and padding attributes.
+pub(crate) fn conv_attributes(c: &ConvLayer) -> Result<Vec<AttributeProto>, ExportError> {
+    Ok([
+        ints("kernel_shape", &[c.kernel, c.kernel])?,
+        ints("strides", &[c.stride, c.stride])?,
+        ints("pads", &[c.padding; 4])?,
+    ]
+    .into())
+}
+
+/// Running counts that name the parameterless nodes: relu1, relu2, ..., pool1, ...
+#[derive(Default)]
+pub(crate) struct Counts {
+    relus: usize,
+    pools: usize,
+}
+
 impl Graph {
+    /// Appends a ReLU, named by its count.
+    pub(crate) fn relu(&mut self, counts: &mut Counts) {
+        counts.relus += 1;
+        self.push("Relu", &format!("relu{}", counts.relus), &[], Vec::new());
+    }
+
+    /// Appends `op` when it has no parameters (ReLU, max-pool, flatten); `false` for any
+    /// other op, which is left to the caller.
+    pub(crate) fn parameterless(
+        &mut self,
+        op: Op,
+        counts: &mut Counts,
+    ) -> Result<bool, ExportError> {
+        match op {
+            Op::Relu { .. } => self.relu(counts),
+            Op::MaxPool { kernel, stride, .. } => {
+                counts.pools += 1;
+                let attrs = [
+                    ints("kernel_shape", &[kernel, kernel])?,
+                    ints("strides", &[stride, stride])?,
+                ];
+                self.push(
+                    "MaxPool",
+                    &format!("pool{}", counts.pools),
+                    &[],
+                    attrs.into(),
+                );
+            }
+            Op::Flatten { .. } => self.push("Flatten", "flatten", &[], [int("axis", 1)].into()),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     /// Appends a node reading the previous node's output (the graph input for the first)
     /// and the initializers `params`, writing a value named like the node.
     pub(crate) fn push(

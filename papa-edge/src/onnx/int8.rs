@@ -8,15 +8,14 @@
 //! patterns into integer kernels; tract runs them as f32 arithmetic on the dequantised
 //! values (fake quantisation): the same numbers up to rounding, not integer speed.
 
-use super::graph::{folded, Graph};
-use super::proto::{int, ints, node, tensor, tensor_i32, tensor_i8};
+use super::graph::{conv_attributes, folded, plan, Counts, Graph};
+use super::proto::{int, node, tensor, tensor_i32, tensor_i8};
 use super::{checked, model_proto, pb, ExportError, Opset};
 use crate::names::{INPUT, META_QUANTIZATION, OUTPUT};
 use crate::quant::{Calibration, QuantParams, QuantizedLayer};
 use papa_model::card::ModelCard;
 use papa_model::file::ModelFile;
-use papa_model::layer::Shape;
-use papa_model::plan::{Op, Planned, Planner};
+use papa_model::plan::Op;
 use papa_model::ModelSpec;
 use std::format;
 use std::string::{String, ToString};
@@ -200,44 +199,24 @@ pub fn export_int8(quantized: &Quantized, opset: Opset) -> Result<pb::ModelProto
     let mut weight_nodes = Vec::new();
     let mut layers = quantized.layers.iter();
     let mut previous: Option<(String, QuantParams)> = None;
-    let (mut relus, mut pools) = (0, 0);
+    let mut counts = Counts::default();
     let mut i = 0;
     while i < planned.len() {
         let p = &planned[i];
         let name = p.name.map(|n| n.to_string()).unwrap_or_default();
+        if g.parameterless(p.op, &mut counts)? {
+            i += 1;
+            continue;
+        }
         let (op_type, dims, attrs) = match p.op {
             Op::Conv(c) => (
                 "Conv",
                 vec![c.cout, c.cin, c.kernel, c.kernel],
-                vec![
-                    ints("kernel_shape", &[c.kernel, c.kernel])?,
-                    ints("strides", &[c.stride, c.stride])?,
-                    ints("pads", &[c.padding; 4])?,
-                ],
+                conv_attributes(&c)?,
             ),
             Op::Linear(l) => ("Gemm", vec![l.fout, l.fin], vec![int("transB", 1)]),
-            Op::Relu { .. } => {
-                relus += 1;
-                g.push("Relu", &format!("relu{relus}"), &[], Vec::new());
-                i += 1;
-                continue;
-            }
-            Op::MaxPool { kernel, stride, .. } => {
-                pools += 1;
-                let attrs = [
-                    ints("kernel_shape", &[kernel, kernel])?,
-                    ints("strides", &[stride, stride])?,
-                ];
-                g.push("MaxPool", &format!("pool{pools}"), &[], attrs.into());
-                i += 1;
-                continue;
-            }
-            Op::Flatten { .. } => {
-                g.push("Flatten", "flatten", &[], [int("axis", 1)].into());
-                i += 1;
-                continue;
-            }
-            Op::BatchNorm { .. } => return Err(ExportError::Unfoldable { batch_norm: name }),
+            // A BatchNorm is all that is left (the parameterless ops were pushed above).
+            _ => return Err(ExportError::Unfoldable { batch_norm: name }),
         };
         let layer = layers
             .next()
@@ -261,8 +240,7 @@ pub fn export_int8(quantized: &Quantized, opset: Opset) -> Result<pb::ModelProto
         g.push(op_type, &name, &[&w, &b], attrs);
         let fused = matches!(planned.get(i + 1).map(|n| n.op), Some(Op::Relu { .. }));
         if fused {
-            relus += 1;
-            g.push("Relu", &format!("relu{relus}"), &[], Vec::new());
+            g.relu(&mut counts);
             i += 1;
         }
         let point = format!("{name}.output");
@@ -294,17 +272,6 @@ pub fn export_int8(quantized: &Quantized, opset: Opset) -> Result<pb::ModelProto
         quantized.samples
     );
     model_proto(card, g, opset, doc, vec![(META_QUANTIZATION, note)])
-}
-
-fn plan(card: &ModelCard) -> Result<Vec<Planned>, ExportError> {
-    let input = Shape::Spatial {
-        channels: card.input.channels,
-        height: card.input.height,
-        width: card.input.width,
-    };
-    Planner::new(&card.layers, input)
-        .collect::<Result<_, _>>()
-        .map_err(ExportError::Model)
 }
 
 impl Graph {
