@@ -133,6 +133,7 @@ pub enum CliError {
         found: [usize; 4],
     },
     /// A model that cannot be exported.
+    #[cfg(feature = "edge")]
     #[error("{}: {source}", path.display())]
     Export {
         /// The model file.
@@ -141,6 +142,7 @@ pub enum CliError {
         source: papa_edge::onnx::ExportError,
     },
     /// An ONNX model that cannot be loaded or run.
+    #[cfg(feature = "edge")]
     #[error("{}: {source}", path.display())]
     Onnx {
         /// The ONNX file.
@@ -149,6 +151,7 @@ pub enum CliError {
         source: papa_edge::tract::Error,
     },
     /// An ONNX model run on data of another shape or number of classes.
+    #[cfg(feature = "edge")]
     #[error("{}: the model takes samples of {model}, the data {data} has {found}", path.display())]
     OnnxDataDoesNotFit {
         /// The ONNX file.

@@ -21,7 +21,9 @@ macro_rules! note {
 mod bench;
 mod error;
 mod eval;
+#[cfg(feature = "edge")]
 mod export;
+#[cfg(feature = "edge")]
 mod infer;
 mod progress;
 mod run_dir;
@@ -57,8 +59,10 @@ enum Command {
     },
     /// Training throughput in member-steps per second.
     Bench(bench::BenchArgs),
+    #[cfg(feature = "edge")]
     /// Write a model as ONNX (BatchNorm folded, input normalisation in the graph).
     Export(export::ExportArgs),
+    #[cfg(feature = "edge")]
     /// Test accuracy, latency and throughput of an ONNX model in tract.
     Infer(infer::InferArgs),
 }
@@ -68,7 +72,9 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Eval { model, data } => eval::run(&model, data.as_deref()),
         Command::Bench(args) => bench::run(&args),
+        #[cfg(feature = "edge")]
         Command::Export(args) => export::run(&args),
+        #[cfg(feature = "edge")]
         Command::Infer(args) => infer::run(&args),
     };
     match outcome {
