@@ -11,8 +11,14 @@ An int8 export (`papa export --format onnx-int8`, metadata `papa.quantization`) 
 otherwise: its accuracy within --max-drop points (default 1) of papa's f32 accuracy (needs
 --labels), and, given --tract-logits (DIR/tract-logits.bin of onnx_compare on the same
 file), onnxruntime's predictions equal to tract's on at least --min-agreement percent
-(default 99.5) of the samples. onnxruntime runs the QDQ graph with its integer kernels;
-tract as f32 arithmetic on the dequantised values (fake quantisation).
+(default 99.5) of the samples. onnxruntime runs it twice: with its integer kernels (the
+default session, QDQ fused into QLinearConv and friends), whose accuracy is checked; and as
+the graph is written (graph optimisations off: DequantizeLinear, the f32 op, QuantizeLinear),
+which is what tract runs (fake quantisation) and what the agreement is checked on. The
+integer kernels' agreement with tract is reported, not required: they requantise with their
+own rounding and, on x86 without VNNI, their u8s8 dot products saturate (onnxruntime's
+documented `reduce_range` caveat), so a model whose quantised logits are often tied (an
+under-trained one) flips on a few percent of the samples (docs/DESIGN-NOTES.md).
 
 INPUTS and LOGITS are what `cargo run --release -p papa-edge --example onnx_compare --
 MODEL.safetensors MODEL.onnx --dump DIR` writes (DIR/inputs.bin, DIR/papa-logits.bin, and
@@ -62,12 +68,20 @@ def main():
     if len(x) != len(papa):
         sys.exit(f"{args.inputs} holds {len(x)} samples, {args.logits} {len(papa)}")
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
-    run = lambda batch: session.run([out.name], {inp.name: batch})[0]
-    got = np.concatenate([run(x[i:i + 500]) for i in range(0, len(x), 500)])
+    def session(as_written):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        options.inter_op_num_threads = 1
+        if as_written:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        s = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+        return lambda batch: s.run([out.name], {inp.name: batch})[0]
+
+    def logits(run):
+        return np.concatenate([run(x[i:i + 500]) for i in range(0, len(x), 500)])
+
+    run = session(as_written=False)
+    got = logits(run)
 
     int8 = "papa.quantization" in meta
     kind = "int8" if int8 else "f32"
@@ -95,12 +109,19 @@ def main():
             tract = np.fromfile(args.tract_logits, dtype="<f4").reshape(-1, classes)
             if len(tract) != len(x):
                 sys.exit(f"{args.tract_logits} holds {len(tract)} samples, {args.inputs} {len(x)}")
-            agree = 100 * float(np.mean(tract.argmax(1) == got.argmax(1))) if len(x) else 100.0
-            print(f"int8: onnxruntime and tract (fake quantisation) predict alike on {agree:.2f}% of the samples "
-                  f"(max |logit difference| {float(np.max(np.abs(tract - got))) if len(x) else 0.0:.3e}); "
-                  f"at least {args.min_agreement:g}% required")
+
+            def against_tract(other):
+                agree = 100 * float(np.mean(tract.argmax(1) == other.argmax(1))) if len(x) else 100.0
+                return agree, float(np.max(np.abs(tract - other))) if len(x) else 0.0
+
+            agree, diff = against_tract(got)
+            print(f"int8: onnxruntime's integer kernels and tract (fake quantisation) predict alike on "
+                  f"{agree:.2f}% of the samples (max |logit difference| {diff:.3e}); reported, not required")
+            agree, diff = against_tract(logits(session(as_written=True)))
+            print(f"int8: onnxruntime running the QDQ graph as written and tract predict alike on {agree:.2f}% "
+                  f"of the samples (max |logit difference| {diff:.3e}); at least {args.min_agreement:g}% required")
             if agree < args.min_agreement:
-                problems.append(f"onnxruntime and tract agree on {agree:.2f}% < {args.min_agreement:g}%")
+                problems.append(f"onnxruntime (QDQ as written) and tract agree on {agree:.2f}% < {args.min_agreement:g}%")
         ok = not problems
         for p in problems:
             print(f"FAIL: {p}")
