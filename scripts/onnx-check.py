@@ -114,12 +114,12 @@ def main():
                 agree = 100 * float(np.mean(tract.argmax(1) == other.argmax(1))) if len(x) else 100.0
                 return agree, float(np.max(np.abs(tract - other))) if len(x) else 0.0
 
-            agree, diff = against_tract(got)
+            agree, gap = against_tract(got)
             print(f"int8: onnxruntime's integer kernels and tract (fake quantisation) predict alike on "
-                  f"{agree:.2f}% of the samples (max |logit difference| {diff:.3e}); reported, not required")
-            agree, diff = against_tract(logits(session(as_written=True)))
+                  f"{agree:.2f}% of the samples (max |logit difference| {gap:.3e}); reported, not required")
+            agree, gap = against_tract(logits(session(as_written=True)))
             print(f"int8: onnxruntime running the QDQ graph as written and tract predict alike on {agree:.2f}% "
-                  f"of the samples (max |logit difference| {diff:.3e}); at least {args.min_agreement:g}% required")
+                  f"of the samples (max |logit difference| {gap:.3e}); at least {args.min_agreement:g}% required")
             if agree < args.min_agreement:
                 problems.append(f"onnxruntime (QDQ as written) and tract agree on {agree:.2f}% < {args.min_agreement:g}%")
         ok = not problems
