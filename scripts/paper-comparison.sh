@@ -6,7 +6,8 @@
 #
 #   scripts/paper-comparison.sh [SEEDS...]      (default: 0 1 2)
 #
-# VARIANT=name runs with configs/name.toml (e.g. paper-schedule, paper-schedule-same-init)
+# Settings: configs/paper.toml. VARIANT=name layers configs/name.toml over it (e.g.
+# paper-schedule, paper-schedule-same-init)
 # into run directories suffixed -name; METHODS="papa-all papa-2" limits the methods.
 # PAPA=path runs that binary instead of building one.
 set -euo pipefail
@@ -16,9 +17,9 @@ papa=${PAPA:-target/release/papa}
 seeds=("$@")
 [[ ${#seeds[@]} -gt 0 ]] || seeds=(0 1 2)
 read -r -a methods <<< "${METHODS:-none papa papa-all papa-2}"
-config=() suffix=""
+config=(--config configs/paper.toml) suffix=""
 if [[ -n "${VARIANT:-}" ]]; then
-  config=(--config "configs/${VARIANT}.toml") suffix="-${VARIANT}"
+  config+=(--config "configs/${VARIANT}.toml") suffix="-${VARIANT}"
 fi
 for seed in "${seeds[@]}"; do
   for method in "${methods[@]}"; do
@@ -28,8 +29,7 @@ for seed in "${seeds[@]}"; do
     elif [[ -d "$out/checkpoints" ]]; then
       "$papa" train --resume "$out"
     else
-      "$papa" train "${config[@]}" --method "$method" --population 5 --epochs 12 \
-        --train-limit 0 --seed "$seed" --out "$out"
+      "$papa" train "${config[@]}" --method "$method" --seed "$seed" --out "$out"
     fi
   done
 done

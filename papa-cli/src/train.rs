@@ -48,9 +48,10 @@ pub struct TrainArgs {
     /// Training samples to use (0 = the whole training split).
     #[arg(long)]
     train_limit: Option<usize>,
-    /// Settings from a TOML file (keys of TrainConfig); flags override it.
+    /// Settings from a TOML file (keys of TrainConfig); repeat it to layer files, a later
+    /// file's keys over an earlier one's; flags override them all.
     #[arg(long)]
-    config: Option<PathBuf>,
+    config: Vec<PathBuf>,
     /// Output directory (results, plot, models, checkpoints). It holds one run: a directory
     /// with another run's settings is refused (the default, runs/latest, is replaced).
     #[arg(long, default_value = DEFAULT_OUT, conflicts_with = "resume")]
@@ -64,12 +65,9 @@ pub struct TrainArgs {
     resume: Option<PathBuf>,
 }
 
-/// The run's settings: defaults, then the TOML file, then the flags.
+/// The run's settings: defaults, then the TOML files in order, then the flags.
 fn configure(args: &TrainArgs) -> Result<TrainConfig, CliError> {
-    let mut cfg = match &args.config {
-        Some(path) => TrainConfig::from_file(path)?,
-        None => TrainConfig::default(),
-    };
+    let mut cfg = TrainConfig::from_files(&args.config)?;
     if args.compare {
         cfg.methods = Method::ALL.to_vec();
     } else if let Some(m) = args.method {

@@ -345,7 +345,8 @@ pub fn verdicts(report: &RunReport) -> Vec<String> {
                 pct(i.validation.final_model)
             ),
             None => format!(
-                "{}: on validation its final model reaches {}%; independent training was not run                  beside it (--compare runs it), so whether PAPA helped here is not known",
+                "{}: on validation its final model reaches {}%; independent training was not run \
+                 beside it (--compare runs it), so whether PAPA helped here is not known",
                 r.method,
                 pct(own)
             ),

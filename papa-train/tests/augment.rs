@@ -636,6 +636,7 @@ fn grid_strength_scales_every_members_regularisation_and_zero_is_standard() {
     let with = |grid_strength| TrainConfig {
         population: 9,
         grid_strength,
+        augmentation: Augmentation::Grid,
         ..TrainConfig::default()
     };
     let full = member_recipes(&with(1.0), true);

@@ -181,6 +181,40 @@ fn toml_overrides_defaults_and_refuses_unknown_keys() {
     assert!(err.contains("popualtion"), "{err}");
 }
 
+/// Layered files: a later file's keys win, keys it leaves out keep the earlier file's value,
+/// and a bad key is reported with the file that holds it, not the last one.
+#[test]
+fn config_files_layer_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, variant) = (
+        dir.path().join("base.toml"),
+        dir.path().join("variant.toml"),
+    );
+    std::fs::write(&base, "epochs = 12\npopulation = 5\nmodel = \"cnn-s\"\n").unwrap();
+    std::fs::write(&variant, "population = 3\nsame_init = true\n").unwrap();
+    let cfg = TrainConfig::from_files(&[&base, &variant]).unwrap();
+    assert_eq!(
+        (
+            cfg.epochs,
+            cfg.population,
+            cfg.model.as_str(),
+            cfg.same_init
+        ),
+        (12, 3, "cnn-s", true)
+    );
+    let swapped = TrainConfig::from_files(&[&variant, &base]).unwrap();
+    assert_eq!(swapped.population, 5);
+    assert_eq!(
+        TrainConfig::from_files::<&std::path::Path>(&[]).unwrap(),
+        TrainConfig::default()
+    );
+    std::fs::write(&base, "epochs = \"twelve\"\n").unwrap();
+    let err = TrainConfig::from_files(&[&base, &variant])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("base.toml") && err.contains("epochs"), "{err}");
+}
+
 /// The shipped replica recipe loads and differs from the defaults exactly in the replica's
 /// keys (docs/DESIGN-NOTES.md, "The PyTorch replica's recipe as config keys").
 #[test]
@@ -192,6 +226,9 @@ fn replica_config_sets_the_replicas_keys() {
     let cfg = TrainConfig::from_file(&path).unwrap();
     cfg.validate().unwrap();
     let expected = TrainConfig {
+        model: "cnn-s".into(),
+        augmentation: papa_train::config::Augmentation::Grid,
+        same_init: false,
         val_indices: Some("configs/replica-val-indices.txt".into()),
         normalize_over: NormalizeOver::TrainFile,
         crop_fill: CropFill::Zero,

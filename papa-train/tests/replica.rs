@@ -638,6 +638,8 @@ fn spy_config(method: Method) -> TrainConfig {
         papa_every_steps: 3,
         papa_every_epochs: 1,
         repair_batches: 2,
+        augmentation: papa_train::config::Augmentation::Grid,
+        same_init: false,
         ..TrainConfig::default()
     }
 }

@@ -3,7 +3,7 @@
 
 use papa_core::repair::{accumulate, channel_stats, goal_stats, ChannelStats, Moments};
 use papa_cpu::Isa;
-use papa_train::config::{build_model, Method, TrainConfig};
+use papa_train::config::{build_model, Augmentation, Method, TrainConfig};
 use papa_train::data::{self, Dataset, Splits};
 use papa_train::engine::Reference;
 use papa_train::eval::repair;
@@ -36,6 +36,9 @@ fn small_config(model: &str) -> TrainConfig {
         train_limit: 320,
         repair_batches: 2,
         papa_every_epochs: 1,
+        // The regularisation grid and separate initialisations exercise the most machinery.
+        augmentation: Augmentation::Grid,
+        same_init: false,
         ..TrainConfig::default()
     }
 }
