@@ -128,6 +128,10 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         source,
     })?;
     run_dir::mark(&out, &cfg, &record)?;
+    // Writes killed by an earlier interruption leave temp files nothing else would clear.
+    for dir in [&out, &checkpoints] {
+        papa_train::checkpoint::remove_stale_temps_in(dir);
+    }
     let used = match cfg.train_limit {
         0 => splits.train.len(),
         limit => limit.min(splits.train.len()),

@@ -174,8 +174,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-    remove_stale_temps(dir, &name.to_string_lossy());
+    remove_stale_temps(dir, Some(&name.to_string_lossy()));
     Ok(())
+}
+
+/// Removes every temp file that [`write_atomic`] writers killed mid-write left in `dir`
+/// (those of processes that no longer exist). A run calls it when it starts: a file whose
+/// write was killed may never be written again (e.g. the checkpoint of a method that was
+/// already finished on resume), so its own writes would not clear it.
+pub fn remove_stale_temps_in(dir: &Path) {
+    remove_stale_temps(dir, None);
 }
 
 /// `PAPA_CRASH_WRITE` as read once: the file name it is limited to, if any, and k.
@@ -215,18 +223,25 @@ fn crash() -> ! {
 /// repeated kills do not pile them up. Only those of processes that no longer exist go
 /// (this process's own may belong to a concurrent write); where the platform cannot tell
 /// (no `/proc`), none does. Best effort: a failure leaves the file.
-fn remove_stale_temps(dir: &Path, name: &str) {
+fn remove_stale_temps(dir: &Path, name: Option<&str>) {
     let proc_fs = Path::new("/proc");
     if !proc_fs.join("self").exists() {
         return;
     }
-    let prefix = format!(".{name}.tmp-");
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let file = entry.file_name();
-        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+        // `.{name}.tmp-{pid}-{counter}`, of one name or of any.
+        let rest = file.to_str().and_then(|f| match name {
+            Some(name) => f.strip_prefix(&format!(".{name}.tmp-")),
+            None => f
+                .strip_prefix('.')
+                .and_then(|f| f.rsplit_once(".tmp-"))
+                .map(|(_, rest)| rest),
+        });
+        let Some(rest) = rest else {
             continue;
         };
         let Some(Ok(pid)) = rest.split('-').next().map(str::parse::<u32>) else {
