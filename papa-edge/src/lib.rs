@@ -45,9 +45,11 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod flash;
 pub mod names;
 #[cfg(feature = "export")]
 pub mod onnx;
 pub mod quant;
+pub mod runtime;
 #[cfg(feature = "tract")]
 pub mod tract;

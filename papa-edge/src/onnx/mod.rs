@@ -83,6 +83,10 @@ pub enum ExportError {
         /// The BatchNorm.
         batch_norm: String,
     },
+    /// The model cannot be written as a flash image (a layer the image cannot express, a
+    /// size beyond its fields).
+    #[error("flash image: {0}")]
+    Flash(String),
     /// The calibration does not fit the model.
     #[error("calibration: {0}")]
     Calibration(String),

@@ -1,0 +1,34 @@
+//! The f32 arithmetic: the folded model as papa's forward computes it.
+
+use super::kernel::Arithmetic;
+use crate::flash::Layer;
+
+pub(super) struct F32;
+
+impl Arithmetic for F32 {
+    type Act = f32;
+    type Acc = f32;
+    /// Whether a ReLU follows.
+    type Channel = bool;
+    const WEIGHT_BYTES: usize = 4;
+    const LOWEST: f32 = f32::NEG_INFINITY;
+
+    fn channel(l: &Layer<'_>, c: usize) -> Option<(f32, bool)> {
+        let bias = f32::from_le_bytes(l.bias.get(4 * c..4 * c + 4)?.try_into().ok()?);
+        Some((bias, l.relu))
+    }
+
+    fn dot(_: &bool, acc: f32, x: &[f32], w: &[u8]) -> f32 {
+        x.iter().zip(w.chunks_exact(4)).fold(acc, |acc, (&x, w)| {
+            acc + x * w.try_into().map_or(0.0, f32::from_le_bytes)
+        })
+    }
+
+    fn output(relu: &bool, acc: f32) -> f32 {
+        if *relu {
+            acc.max(0.0)
+        } else {
+            acc
+        }
+    }
+}

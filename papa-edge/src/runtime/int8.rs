@@ -1,0 +1,48 @@
+//! The int8 arithmetic: TFLM's reference convolution and fully-connected kernels
+//! (`acc = bias + sum (x - input_zero_point) * w` in int32, then [`requantize`]).
+
+use super::kernel::Arithmetic;
+use crate::flash::Layer;
+use crate::quant::{requantize, QuantizedMultiplier};
+
+pub(super) struct Int8;
+
+#[derive(Clone, Copy)]
+pub(super) struct Channel {
+    input_zero_point: i32,
+    multiplier: QuantizedMultiplier,
+    output_zero_point: i8,
+    clamp: (i8, i8),
+}
+
+impl Arithmetic for Int8 {
+    type Act = i8;
+    type Acc = i32;
+    type Channel = Channel;
+    const WEIGHT_BYTES: usize = 1;
+    const LOWEST: i8 = i8::MIN;
+
+    fn channel(l: &Layer<'_>, c: usize) -> Option<(i32, Channel)> {
+        let bias = i32::from_le_bytes(l.bias.get(4 * c..4 * c + 4)?.try_into().ok()?);
+        let ch = Channel {
+            input_zero_point: i32::from(l.input_zero_point),
+            multiplier: l.multiplier(c)?,
+            output_zero_point: l.output?.zero_point(),
+            clamp: l.clamp,
+        };
+        Some((bias, ch))
+    }
+
+    /// Wrapping, as int32 hardware does.
+    fn dot(ch: &Channel, acc: i32, x: &[i8], w: &[u8]) -> i32 {
+        let zp = ch.input_zero_point;
+        x.iter().zip(w).fold(acc, |acc, (&x, &w)| {
+            acc.wrapping_add((i32::from(x) - zp) * i32::from(w as i8))
+        })
+    }
+
+    fn output(ch: &Channel, acc: i32) -> i8 {
+        let (min, max) = ch.clamp;
+        requantize(acc, ch.multiplier, ch.output_zero_point, min, max)
+    }
+}
