@@ -14,9 +14,17 @@
 //!   calibration ranges with `alloc`. `onnx::export_int8` writes it as a QDQ graph;
 //!   `onnx::calibrate` (feature `calibrate`) measures the ranges with papa's own forward.
 //! - [`names`]: the graph's input, output and metadata names.
+//! - `kit` (feature `hal`): an embedded-hal 1.0 firmware loop: a sample from an SPI or
+//!   I2C sensor, an int8 inference, the class on output pins, a delay; `defmt` logging with
+//!   the feature `defmt`.
 //!
-//! Without features the crate is `no_std` with no allocator: the microcontroller runtime
-//! will live here.
+//! - [`flash`]: the flash image (header, layer table, aligned tensors, CRC-32), checked
+//!   once by `FlashModel::parse`; `flash::write` (feature `export`) writes it, and as C.
+//! - [`runtime`]: the microcontroller runtime, int8 and f32, run in place from flash in a
+//!   caller-owned arena.
+//!
+//! Without features the crate is `no_std` with no allocator: the flash image, the runtime
+//! and the quantiser are what a firmware links.
 //!
 //! ```
 //! use papa_edge::{onnx, tract::Model};
@@ -46,6 +54,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod flash;
+#[cfg(feature = "hal")]
+pub mod kit;
 pub mod names;
 #[cfg(feature = "export")]
 pub mod onnx;

@@ -29,10 +29,14 @@
 mod error;
 pub mod format;
 #[cfg(feature = "export")]
+mod report;
+#[cfg(feature = "export")]
 pub mod write;
 
 pub use error::{ImageError, RunError};
 pub use format::{ALIGN, HEADER_LEN, LAYER_LEN, MAGIC, VERSION};
+#[cfg(feature = "export")]
+pub use report::{quantization_report, LayerError, QuantizationReport};
 
 use crate::quant::{QuantParams, QuantizedMultiplier};
 use core::fmt;
@@ -204,8 +208,8 @@ impl<'a> FlashModel<'a> {
             return Err(ImageError::Checksum { stored, computed });
         }
         let precision = match u8_at(image, header::PRECISION) {
-            Some(1) => Precision::Int8,
-            Some(2) => Precision::F32,
+            Some(c) if c == Precision::Int8.code() => Precision::Int8,
+            Some(c) if c == Precision::F32.code() => Precision::F32,
             other => return Err(header_error("precision", other.map_or(0, usize::from))),
         };
         let layers = h16(header::LAYERS);

@@ -1,6 +1,10 @@
 //! Writing flash images (feature `export`): the int8 model of [`crate::onnx::quantize`] or
 //! the folded f32 model, and the same bytes as C source for C firmware.
 
+// Host-side code (feature `export`): it builds images from checked models and never reads
+// one, so the runtime's no-indexing rule does not apply.
+#![allow(clippy::indexing_slicing)]
+
 use super::format::{self, header, input, layer, ALIGN, HEADER_LEN, LAYER_LEN, LUT_LEN};
 use super::{input_section_len, normalise, FlashModel, Precision};
 use crate::onnx::{fold, ExportError, Quantized};
