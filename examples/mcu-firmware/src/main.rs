@@ -37,6 +37,7 @@ type Act = i8;
 type Act = f32;
 
 /// Virtual nanoseconds (= instructions under -icount shift=0) per SysTick tick.
+#[cfg(feature = "report")]
 const NS_PER_TICK: u64 = 40;
 /// The stack painting's pattern.
 const PAINT: u32 = 0xDEAD_BEEF;

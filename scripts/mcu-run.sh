@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# A model on a Cortex-M4F: its int8 and f32 flash images run by the firmware of
+# examples/mcu-firmware under QEMU (mps2-an386) on the first test samples, the correct
+# count compared with the host runtime's on the same samples (the run fails on a
+# difference), then a table of flash, RAM and instructions per inference.
+#
+#   scripts/mcu-run.sh PAPA FLASH_COMPARE MODEL.safetensors WORKDIR [SAMPLES]
+#
+# PAPA is the papa binary, FLASH_COMPARE papa-edge's flash_compare example (which also
+# checks the f32 image against papa's forward on the whole test split, and int8 against
+# f32). Needs qemu-system-arm and the thumbv7em-none-eabihf target.
+set -euo pipefail
+[[ $# -ge 4 ]] || { sed -n '2,11p' "$0"; exit 2; }
+papa=$(realpath "$1") compare=$(realpath "$2") model=$(realpath "$3") work=$4 samples=${5:-300}
+root=$(realpath "$(dirname "$0")/..")
+mkdir -p "$work" && work=$(realpath "$work")
+name=$(basename "$(dirname "$model")")
+
+"$papa" export "$model" --format flash --out "$work/int8.papa" --report-samples 1000
+"$papa" export "$model" --format flash --precision f32 --out "$work/f32.papa" --report-samples 0
+"$compare" "$model" "$work/int8.papa" "$work/f32.papa" --dump "$work" --samples "$samples"
+
+firmware() { # precision variant cargo-args... : builds the firmware, prints the ELF path
+    local precision=$1 target="$root/target/mcu-$1-$2"; shift 2
+    (cd "$root/examples/mcu-firmware" && PAPA_MODEL="$work/$precision.papa" \
+        PAPA_SAMPLES="$work/samples.u8" PAPA_LABELS="$work/labels.u8" \
+        CARGO_TARGET_DIR="$target" cargo build --release --quiet "$@") >&2
+    echo "$target/thumbv7em-none-eabihf/release/papa-mcu-firmware"
+}
+section() { # elf name : the section's size in bytes (0 when absent)
+    local hex
+    hex=$(readelf -S -W "$1" | sed 's/^ *\[ *[0-9]*\] *//' | awk -v s="$2" '$1 == s { print $5 }')
+    echo $((16#${hex:-0}))
+}
+qemu() {
+    timeout 600 qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -nographic -icount shift=0 \
+        -semihosting-config enable=on,target=native -kernel "$1"
+}
+
+rows=()
+for precision in int8 f32; do
+    features=()
+    [[ $precision == f32 ]] && features=(--features f32)
+    elf=$(firmware "$precision" report "${features[@]}")
+    out=$(qemu "$elf")
+    echo "$out" | sed "s/^/  [$precision] /"
+    got=$(echo "$out" | sed -n 's/^papa-mcu: correct //p')
+    want=$(sed -n "s/^$precision correct //p" "$work/host.txt")
+    if [[ -z "$got" || "$got" != "$want" ]]; then
+        echo "FAIL: the $precision firmware got ${got:-nothing} correct, the host runtime $want" >&2
+        exit 1
+    fi
+    echo "OK: the $precision firmware under QEMU gets $got correct, as the host runtime does"
+    # The runtime's own code: the firmware without its report (no formatting), one inference.
+    small=$(firmware "$precision" small --no-default-features "${features[@]}")
+    image=$(stat -c %s "$work/$precision.papa")
+    data=$(( $(stat -c %s "$work/samples.u8") + $(stat -c %s "$work/labels.u8") ))
+    code=$(( $(section "$elf" .vector_table) + $(section "$elf" .text) ))
+    small_code=$(( $(section "$small" .vector_table) + $(section "$small" .text) ))
+    other=$(( $(section "$elf" .rodata) - image - data ))
+    static=$(( $(section "$elf" .data) + $(section "$elf" .bss) ))
+    stack=$(echo "$out" | sed -n 's/^papa-mcu: stack peak \([0-9]*\) bytes/\1/p')
+    insns=$(echo "$out" | sed -n 's/^papa-mcu: instructions per inference //p')
+    arena=$(echo "$out" | sed -n 's/.*arena \([0-9]*\) elements.*/\1/p')
+    rows+=("| $name | $precision | $small_code | $code | $other | $image | $static | $stack | $arena | $insns |")
+done
+echo
+echo "Flash and RAM in bytes; instructions per inference counted by QEMU (-icount, SysTick)."
+echo "| model | precision | runtime code (no report) | firmware code | other rodata | image | static RAM | stack peak (arena in it) | arena elements | instructions / inference |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
