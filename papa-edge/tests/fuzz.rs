@@ -108,11 +108,15 @@ fn fuzz_flash_image() -> Result<(), Box<dyn Error>> {
             // Valid, but a big allocation for a fuzz case.
             return Ok(());
         }
-        let sample: Vec<u8> = (0..flash.input_len()).map(|i| (i * 29 % 256) as u8).collect();
+        let sample: Vec<u8> = (0..flash.input_len())
+            .map(|i| (i * 29 % 256) as u8)
+            .collect();
         let classes = match flash.precision() {
             Precision::Int8 => {
                 let mut arena = vec![0i8; flash.arena_len()];
-                assert!(flash.infer_int8(Input::Bytes(&sample[1..]), &mut arena).is_err());
+                assert!(flash
+                    .infer_int8(Input::Bytes(&sample[1..]), &mut arena)
+                    .is_err());
                 flash.infer_int8(Input::Bytes(&sample), &mut arena)?.class
             }
             Precision::F32 => {
