@@ -8,7 +8,8 @@
 
 use papa_core::rng::Rng;
 use papa_edge::flash::{arena_len_of, write, FlashModel, ImageError, Precision, RunError};
-use papa_edge::onnx::{calibrate, quantize, Quantized};
+use papa_edge::onnx::{calibrate, fold, quantize, Quantized};
+use papa_edge::quant::{Calibration, Range};
 use papa_edge::runtime::Input;
 use papa_model::card::{ModelCard, Normalization};
 use papa_model::file::ModelFile;
@@ -68,6 +69,50 @@ fn cnn() -> ModelFile {
     random_model(&layers, [2, 9, 9], 5, 11)
 }
 
+/// Rows wider than the runtime's 32-column conv segments: conv(3) - BN - ReLU - maxpool2 -
+/// conv(2) - ReLU - flatten - linear(3) on 1 x 4 x 75 (conv rows of 75 and 37 columns).
+fn wide() -> ModelFile {
+    let layers = [
+        Layer::conv3x3(3),
+        Layer::BatchNorm,
+        Layer::Relu,
+        Layer::max_pool2(),
+        Layer::conv3x3(2),
+        Layer::Relu,
+        Layer::Flatten,
+        Layer::Linear { out_features: 3 },
+    ];
+    random_model(&layers, [1, 4, 75], 3, 13)
+}
+
+/// What papa's engine does not train but the image and runtime take: a 5 x 5 conv of
+/// stride 2 and padding 1, an overlapping 3 x 3 pool of stride 2, a 1 x 1 conv of stride 3
+/// without padding, on 2 x 40 x 41.
+fn strided() -> ModelFile {
+    let layers = [
+        Layer::Conv2d {
+            out_channels: 4,
+            kernel: 5,
+            stride: 2,
+            padding: 1,
+        },
+        Layer::Relu,
+        Layer::MaxPool2d {
+            kernel: 3,
+            stride: 2,
+        },
+        Layer::Conv2d {
+            out_channels: 3,
+            kernel: 1,
+            stride: 3,
+            padding: 0,
+        },
+        Layer::Flatten,
+        Layer::Linear { out_features: 4 },
+    ];
+    random_model(&layers, [2, 40, 41], 4, 14)
+}
+
 fn mlp() -> ModelFile {
     random_model(&zoo::mlp(&[16, 8], 4), [1, 5, 6], 4, 12)
 }
@@ -88,7 +133,7 @@ fn quantised(model: &ModelFile, stored: &[u8]) -> Quantized {
 
 #[test]
 fn the_f32_runtime_matches_papas_forward() {
-    for model in [cnn(), mlp()] {
+    for model in [cnn(), wide(), mlp()] {
         let spec = model.card.spec().unwrap();
         let n = 64;
         let stored = pixels(&model, n, 1);
@@ -227,9 +272,44 @@ fn reference_int8(q: &Quantized, sample: &[u8]) -> Vec<i8> {
 
 #[test]
 fn the_int8_runtime_is_bit_exact_with_the_layer_by_layer_integer_forward() {
-    for model in [cnn(), mlp()] {
+    // papa's forward (the calibration) takes only 3 x 3 convs of stride 1: the strided
+    // model's ranges come from the f32 image's layer outputs instead.
+    let by_f32_image = |m: &ModelFile, stored: &[u8]| {
+        let image = write::f32(m).unwrap();
+        let flash = FlashModel::parse(&image).unwrap();
+        let mut arena = vec![0f32; flash.arena_len()];
+        let mut outputs = vec![Range::EMPTY; flash.layer_count()];
+        let mut input = Range::EMPTY;
+        let folded = fold(m).unwrap();
+        for sample in stored.chunks(flash.input_len()) {
+            let x: Vec<f32> = sample.iter().map(|&v| f32::from(v)).collect();
+            let mut normalised = x.iter().map(|v| v / 255.0).collect::<Vec<_>>();
+            let plane = flash.input_len() / flash.input_shape()[0];
+            folded
+                .card
+                .normalization
+                .apply(&mut normalised, plane)
+                .unwrap();
+            input.observe(&normalised);
+            flash
+                .infer_f32_traced(Input::F32(&x), &mut arena, |i, y| outputs[i].observe(y))
+                .unwrap();
+        }
+        let calibration = Calibration {
+            input,
+            outputs,
+            samples: stored.len() / flash.input_len(),
+        };
+        quantize(m, &calibration).unwrap()
+    };
+    for model in [cnn(), wide(), strided(), mlp()] {
         let spec = model.card.spec().unwrap();
-        let q = quantised(&model, &pixels(&model, 128, 2));
+        let calibration_set = pixels(&model, 128, 2);
+        let q = if model.card.layers.len() == strided().card.layers.len() {
+            by_f32_image(&model, &calibration_set)
+        } else {
+            quantised(&model, &calibration_set)
+        };
         let image = write::int8(&q).unwrap();
         let flash = FlashModel::parse(&image).unwrap();
         assert_eq!(arena_len_of(&image), flash.arena_len());

@@ -59,6 +59,9 @@ pub const ALIGN: usize = 16;
 pub const INPUT_FIXED_LEN: usize = 12;
 /// Values a stored byte can take: the length of one channel's input table.
 pub const LUT_LEN: usize = 256;
+/// The widest fused max-pool window the runtime takes (it pools conv row segments of this
+/// many columns).
+pub const MAX_POOL_WINDOW: usize = 32;
 
 pub(crate) mod header {
     pub const VERSION: usize = 8;

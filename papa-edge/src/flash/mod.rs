@@ -352,10 +352,10 @@ impl<'a> FlashModel<'a> {
             .ok_or(bad("the kernel is larger than the padded input"))?;
         let pool = match (b(layer::POOL_KERNEL), b(layer::POOL_STRIDE)) {
             (0, 0) => None,
-            (k, s) if k > 0 && s > 0 && conv => Some((k, s)),
+            (k, s) if k > 0 && s > 0 && k <= format::MAX_POOL_WINDOW && conv => Some((k, s)),
             _ => {
                 return Err(bad(
-                    "a max-pool with a zero window or stride, or after a linear layer",
+                    "a max-pool with a zero window or stride, one wider than 32, or after a linear layer",
                 ))
             }
         };

@@ -8,6 +8,7 @@ pub(super) struct F32;
 impl Arithmetic for F32 {
     type Act = f32;
     type Acc = f32;
+    type Weight = f32;
     /// Whether a ReLU follows.
     type Channel = bool;
     const WEIGHT_BYTES: usize = 4;
@@ -22,6 +23,18 @@ impl Arithmetic for F32 {
         x.iter().zip(w.chunks_exact(4)).fold(acc, |acc, (&x, w)| {
             acc + x * w.try_into().map_or(0.0, f32::from_le_bytes)
         })
+    }
+
+    fn weight(w: &[u8], i: usize) -> f32 {
+        w.get(4 * i..4 * i + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0.0, f32::from_le_bytes)
+    }
+
+    fn axpy(_: &bool, acc: &mut [f32], x: impl Iterator<Item = f32>, w: f32) {
+        for (a, x) in acc.iter_mut().zip(x) {
+            *a += x * w;
+        }
     }
 
     fn output(relu: &bool, acc: f32) -> f32 {

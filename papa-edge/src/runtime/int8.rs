@@ -18,6 +18,7 @@ pub(super) struct Channel {
 impl Arithmetic for Int8 {
     type Act = i8;
     type Acc = i32;
+    type Weight = i32;
     type Channel = Channel;
     const WEIGHT_BYTES: usize = 1;
     const LOWEST: i8 = i8::MIN;
@@ -39,6 +40,17 @@ impl Arithmetic for Int8 {
         x.iter().zip(w).fold(acc, |acc, (&x, &w)| {
             acc.wrapping_add((i32::from(x) - zp) * i32::from(w as i8))
         })
+    }
+
+    fn weight(w: &[u8], i: usize) -> i32 {
+        w.get(i).map_or(0, |&b| i32::from(b as i8))
+    }
+
+    fn axpy(ch: &Channel, acc: &mut [i32], x: impl Iterator<Item = i8>, w: i32) {
+        let zp = ch.input_zero_point;
+        for (a, x) in acc.iter_mut().zip(x) {
+            *a = a.wrapping_add((i32::from(x) - zp) * w);
+        }
     }
 
     fn output(ch: &Channel, acc: i32) -> i8 {

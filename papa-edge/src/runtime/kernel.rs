@@ -1,8 +1,16 @@
 //! The conv/linear layer loop both precisions share; [`Arithmetic`] is what differs (the
-//! dot product and the output stage).
+//! multiply-accumulate and the output stage).
+//!
+//! A convolution is computed a row segment at a time: for each weight, one pass along the
+//! segment's accumulators (a contiguous run of the input row at stride 1), so the loop
+//! overhead is paid per kernel tap and row segment, not per multiply.
 
 use super::RunError;
 use crate::flash::{ImageError, Layer};
+
+/// Conv output columns accumulated at once (their accumulators live on the stack); a pool
+/// window fits in one segment (the image checks it).
+const SEGMENT: usize = crate::flash::format::MAX_POOL_WINDOW;
 
 /// One precision's arithmetic.
 pub(super) trait Arithmetic {
@@ -10,7 +18,9 @@ pub(super) trait Arithmetic {
     type Act: Copy + PartialOrd;
     /// An accumulator.
     type Acc: Copy;
-    /// What one output channel's dot products and output stage need.
+    /// A weight, read from its stored bytes.
+    type Weight: Copy;
+    /// What one output channel's multiply-accumulates and output stage need.
     type Channel: Copy;
     /// Bytes per stored weight.
     const WEIGHT_BYTES: usize;
@@ -18,8 +28,17 @@ pub(super) trait Arithmetic {
     const LOWEST: Self::Act;
     /// Channel `c`'s bias (the accumulator's start) and output stage.
     fn channel(l: &Layer<'_>, c: usize) -> Option<(Self::Acc, Self::Channel)>;
-    /// `acc + sum x * w` over stored weights `w`.
+    /// Stored weight `i` of `w` (0 past the end, which a checked image never reaches).
+    fn weight(w: &[u8], i: usize) -> Self::Weight;
+    /// `acc + sum x * w` over a row of stored weights `w`.
     fn dot(ch: &Self::Channel, acc: Self::Acc, x: &[Self::Act], w: &[u8]) -> Self::Acc;
+    /// `acc[j] += x[j] * w` for each `j`.
+    fn axpy(
+        ch: &Self::Channel,
+        acc: &mut [Self::Acc],
+        x: impl Iterator<Item = Self::Act>,
+        w: Self::Weight,
+    );
     /// The output of an accumulator (requantised, activated).
     fn output(ch: &Self::Channel, acc: Self::Acc) -> Self::Act;
 }
@@ -30,7 +49,6 @@ pub(super) fn layer<A: Arithmetic>(
     x: &[A::Act],
     y: &mut [A::Act],
 ) -> Result<(), RunError> {
-    let (pool, step) = l.pool.unwrap_or((1, 1));
     let row = A::WEIGHT_BYTES * l.row_len();
     let broken = RunError::Image(ImageError::Layer {
         index: usize::MAX,
@@ -42,54 +60,93 @@ pub(super) fn layer<A: Arithmetic>(
         .zip(y.chunks_exact_mut(l.out_h * l.out_w));
     for (c, (w, y)) in channels.enumerate() {
         let (bias, ch) = A::channel(l, c).ok_or(broken)?;
-        if !l.conv {
-            if let Some(y) = y.first_mut() {
-                *y = A::output(&ch, A::dot(&ch, bias, x, w));
-            }
-            continue;
-        }
-        for (py, y) in y.chunks_exact_mut(l.out_w).enumerate() {
-            for (px, y) in y.iter_mut().enumerate() {
-                let mut best = A::LOWEST;
-                for dy in 0..pool {
-                    for dx in 0..pool {
-                        let mut acc = bias;
-                        kernel_rows(l, py * step + dy, px * step + dx, |xi, wi, n| {
-                            let ws = w.get(A::WEIGHT_BYTES * wi..A::WEIGHT_BYTES * (wi + n));
-                            if let (Some(xs), Some(ws)) = (x.get(xi..xi + n), ws) {
-                                acc = A::dot(&ch, acc, xs, ws);
-                            }
-                        });
-                        let v = A::output(&ch, acc);
-                        if v > best {
-                            best = v;
-                        }
-                    }
-                }
-                *y = best;
-            }
+        if l.conv {
+            conv_channel::<A>(l, x, w, bias, &ch, y);
+        } else if let Some(y) = y.first_mut() {
+            *y = A::output(&ch, A::dot(&ch, bias, x, w));
         }
     }
     Ok(())
 }
 
-/// The kernel rows of conv output position `(oy, ox)` that lie inside the input (zero
-/// padding adds nothing): `f(input index, weight index, length)` for each.
-fn kernel_rows(l: &Layer<'_>, oy: usize, ox: usize, mut f: impl FnMut(usize, usize, usize)) {
-    let (k, p) = (l.kernel, l.padding);
-    let (top, left) = (oy * l.stride, ox * l.stride);
-    let (ky0, ky1) = (p.saturating_sub(top), k.min((l.h + p).saturating_sub(top)));
-    let (kx0, kx1) = (
-        p.saturating_sub(left),
-        k.min((l.w + p).saturating_sub(left)),
-    );
-    if kx0 >= kx1 {
-        return;
+/// One output channel of a conv (weights `w`) into `y`, its pool fused: each pooled row
+/// from the conv rows of its window, each in segments of at most [`SEGMENT`] columns.
+fn conv_channel<A: Arithmetic>(
+    l: &Layer<'_>,
+    x: &[A::Act],
+    w: &[u8],
+    bias: A::Acc,
+    ch: &A::Channel,
+    y: &mut [A::Act],
+) {
+    let (pool, step) = l.pool.unwrap_or((1, 1));
+    // Pooled columns per segment: their windows span at most SEGMENT conv columns.
+    let per_segment = (SEGMENT.saturating_sub(pool) / step + 1).max(1);
+    let mut acc = [bias; SEGMENT];
+    let mut out = [A::LOWEST; SEGMENT];
+    for (py, y) in y.chunks_exact_mut(l.out_w).enumerate() {
+        for (s, y) in y.chunks_mut(per_segment).enumerate() {
+            let px0 = s * per_segment;
+            let ox0 = px0 * step;
+            let len = ((y.len() - 1) * step + pool).min(SEGMENT);
+            y.fill(A::LOWEST);
+            for dy in 0..pool {
+                let acc = acc.get_mut(..len).unwrap_or_default();
+                acc.fill(bias);
+                conv_row::<A>(l, x, w, ch, py * step + dy, ox0, acc);
+                let out = out.get_mut(..len).unwrap_or_default();
+                for (o, &a) in out.iter_mut().zip(acc.iter()) {
+                    *o = A::output(ch, a);
+                }
+                for (j, y) in y.iter_mut().enumerate() {
+                    let window = out.get(j * step..j * step + pool).unwrap_or_default();
+                    for &v in window {
+                        if v > *y {
+                            *y = v;
+                        }
+                    }
+                }
+            }
+        }
     }
+}
+
+/// Adds to `acc` (conv columns `ox0..ox0 + acc.len()` of conv row `oy`) every kernel tap
+/// whose input lies inside the image (zero padding adds nothing).
+fn conv_row<A: Arithmetic>(
+    l: &Layer<'_>,
+    x: &[A::Act],
+    w: &[u8],
+    ch: &A::Channel,
+    oy: usize,
+    ox0: usize,
+    acc: &mut [A::Acc],
+) {
+    let (k, p, s) = (l.kernel, l.padding, l.stride);
+    let top = oy * s;
+    let (ky0, ky1) = (p.saturating_sub(top), k.min((l.h + p).saturating_sub(top)));
+    let ox1 = ox0 + acc.len();
     for ci in 0..l.cin {
         for ky in ky0..ky1 {
-            let xi = (ci * l.h + top + ky - p) * l.w + left + kx0 - p;
-            f(xi, (ci * k + ky) * k + kx0, kx1 - kx0);
+            let start = (ci * l.h + top + ky - p) * l.w;
+            let xrow = x.get(start..start + l.w).unwrap_or_default();
+            for kx in 0..k {
+                // Columns whose input ox * s + kx - p lies in 0..w.
+                let lo = ox0.max((p.saturating_sub(kx)).div_ceil(s));
+                let hi = ox1.min((l.w + p).saturating_sub(kx).div_ceil(s));
+                if lo >= hi {
+                    continue;
+                }
+                let wv = A::weight(w, (ci * k + ky) * k + kx);
+                let acc = acc.get_mut(lo - ox0..hi - ox0).unwrap_or_default();
+                let first = lo * s + kx - p;
+                let inputs = xrow.get(first..).unwrap_or_default();
+                if s == 1 {
+                    A::axpy(ch, acc, inputs.iter().copied(), wv);
+                } else {
+                    A::axpy(ch, acc, inputs.iter().step_by(s).copied(), wv);
+                }
+            }
         }
     }
 }
