@@ -11,6 +11,20 @@
 
 typedef unsigned long long u64;
 
+// The most members (MAX_MEMBERS of papa-cuda's population.rs).
+#define MAX_MEMBERS 256
+
+// Averaging weights and PAPA-2's parents travel by value, in the launch's parameters
+// (__grid_constant__: read in place, never copied per thread), so that applying a rule
+// allocates and copies nothing: no host synchronisation between launches.
+struct Weights {
+    float w[MAX_MEMBERS];
+};
+
+struct Pairs {
+    unsigned short parents[2 * MAX_MEMBERS];  // child j: parents[2j], parents[2j + 1]
+};
+
 // Whether column `c` lies in one of the `count` sorted, disjoint ranges
 // [ranges[2i], ranges[2i + 1]) whose entries take the max (counters).
 __device__ __forceinline__ bool takes_max(u64 c, const u64* __restrict__ ranges,
@@ -82,25 +96,29 @@ __device__ __forceinline__ float* stage(const float* __restrict__ pop, u64 n, u6
 }
 
 // out[c] <- the weighted mean of column c (the max for counter columns).
+// `given` says whether `weights` holds the weights (else they are uniform).
 extern "C" __global__ void papa_average(const float* __restrict__ pop, float* __restrict__ out,
-                                        u64 n, unsigned p, const float* __restrict__ w,
-                                        double uniform, const u64* __restrict__ max_ranges,
-                                        unsigned max_count) {
+                                        u64 n, unsigned p, const __grid_constant__ Weights weights,
+                                        unsigned given, double uniform,
+                                        const u64* __restrict__ max_ranges, unsigned max_count) {
     u64 c = column_index();
     if (c >= n) {
         return;
     }
+    const float* w = given ? weights.w : 0;
     out[c] = column_value(pop + c, n, p, w, uniform, takes_max(c, max_ranges, max_count));
 }
 
 // PAPA-all: every member's column c <- the mean rounded once (every member gets its bits).
 extern "C" __global__ void papa_all(float* __restrict__ pop, u64 n, unsigned p,
-                                    const float* __restrict__ w, double uniform,
-                                    const u64* __restrict__ max_ranges, unsigned max_count) {
+                                    const __grid_constant__ Weights weights, unsigned given,
+                                    double uniform, const u64* __restrict__ max_ranges,
+                                    unsigned max_count) {
     u64 c = column_index();
     if (c >= n) {
         return;
     }
+    const float* w = given ? weights.w : 0;
     float m = column_value(pop + c, n, p, w, uniform, takes_max(c, max_ranges, max_count));
     for (unsigned j = 0; j < p; ++j) {
         pop[j * n + c] = m;
@@ -112,13 +130,14 @@ extern "C" __global__ void papa_all(float* __restrict__ pop, u64 n, unsigned p,
 // host. Counter columns take the max. Staged in shared memory (p x blockDim.x floats), so
 // that each entry is read from memory once although it is used twice.
 extern "C" __global__ void papa_gradual(float* __restrict__ pop, u64 n, unsigned p,
-                                        const float* __restrict__ w, double uniform, double keep,
-                                        double pull, const u64* __restrict__ max_ranges,
-                                        unsigned max_count) {
+                                        const __grid_constant__ Weights weights, unsigned given,
+                                        double uniform, double keep, double pull,
+                                        const u64* __restrict__ max_ranges, unsigned max_count) {
     u64 c = column_index();
     if (c >= n) {
         return;
     }
+    const float* w = given ? weights.w : 0;
     const float* x = stage(pop, n, c, p);
     unsigned stride = blockDim.x;
     if (takes_max(c, max_ranges, max_count)) {
@@ -135,11 +154,11 @@ extern "C" __global__ void papa_gradual(float* __restrict__ pop, u64 n, unsigned
     }
 }
 
-// PAPA-2: child j <- (w_a + w_b) / 2 for pairs[2j] = a, pairs[2j + 1] = b, from the OLD
+// PAPA-2: child j <- (w_a + w_b) / 2 for its parents a and b, from the OLD
 // population, staged in shared memory (p x blockDim.x floats) before any child is written.
 // Counter columns take the parents' max.
 extern "C" __global__ void papa_pairs(float* __restrict__ pop, u64 n, unsigned p,
-                                      const unsigned* __restrict__ pairs,
+                                      const __grid_constant__ Pairs pairs,
                                       const u64* __restrict__ max_ranges, unsigned max_count) {
     u64 c = column_index();
     if (c >= n) {
@@ -149,8 +168,8 @@ extern "C" __global__ void papa_pairs(float* __restrict__ pop, u64 n, unsigned p
     unsigned stride = blockDim.x;
     bool max = takes_max(c, max_ranges, max_count);
     for (unsigned j = 0; j < p; ++j) {
-        float x = old[pairs[2 * j] * stride];
-        float y = old[pairs[2 * j + 1] * stride];
+        float x = old[pairs.parents[2 * j] * stride];
+        float y = old[pairs.parents[2 * j + 1] * stride];
         pop[j * n + c] =
             max ? fmaxf(x, y) : __double2float_rn(__dmul_rn(__dadd_rn((double)x, (double)y), 0.5));
     }

@@ -55,3 +55,20 @@ pub fn compile() -> Result<String, Error> {
         compile_ptx_with_opts(SOURCE, options()).map_err(|e| Error::Compile(e.to_string()))?;
     Ok(ptx.to_src())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SOURCE;
+
+    /// The limits the host and the kernels share are the same numbers on both sides.
+    #[test]
+    fn the_source_shares_the_hosts_limits() {
+        let members = format!("#define MAX_MEMBERS {}", crate::MAX_MEMBERS);
+        assert!(SOURCE.contains(&members), "rules.cu lacks `{members}`");
+        let threads = format!(
+            "#define REDUCE_THREADS {}",
+            crate::population::REDUCE_THREADS
+        );
+        assert!(SOURCE.contains(&threads), "rules.cu lacks `{threads}`");
+    }
+}

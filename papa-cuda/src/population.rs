@@ -23,14 +23,12 @@ pub const MAX_LEN: usize = (i32::MAX as usize) * 32;
 /// Threads (columns) per block of the rules' kernels.
 const THREADS: u32 = 256;
 /// Threads per block of the reductions: `REDUCE_THREADS` of rules.cu.
-const REDUCE_THREADS: u32 = 256;
+pub(crate) const REDUCE_THREADS: u32 = 256;
 /// The most blocks of the diversity's first pass. Fixed by the column count alone, so the
 /// summation order, and the bits, are the same on every GPU.
 const PARTIAL_BLOCKS: usize = 1024;
 /// Shared memory a block may use without opting in.
 const SHARED_BYTES: usize = 48 * 1024;
-/// A null device pointer: "uniform weights" to the kernels.
-const NULL: u64 = 0;
 
 /// The entries of a member's vector that take the max instead of the average (counters,
 /// from a papa-core [`Layout`]), as sorted ranges on the device.
@@ -228,7 +226,7 @@ impl DevicePopulation {
         let functions = &self.gpu.functions;
         match rule {
             Rule::Gradual { weights, alpha } => {
-                let weights = DeviceWeights::new(&self.gpu, weights, self.members)?;
+                let weights = LaunchWeights::new(weights, self.members);
                 let keep = f64::from(alpha);
                 let pull = 1.0 - keep;
                 let mut launch = stream.launch_builder(&functions.gradual);
@@ -242,7 +240,7 @@ impl DevicePopulation {
                 unsafe { launch.launch(staged_config(self.len, self.members)) }?;
             }
             Rule::All { weights } => {
-                let weights = DeviceWeights::new(&self.gpu, weights, self.members)?;
+                let weights = LaunchWeights::new(weights, self.members);
                 let mut launch = stream.launch_builder(&functions.all);
                 launch.arg(&mut self.buf).arg(&n).arg(&p);
                 weights.push(&mut launch);
@@ -251,13 +249,13 @@ impl DevicePopulation {
                 unsafe { launch.launch(columns_config(self.len, THREADS, 0)) }?;
             }
             Rule::Pairs(pairs) => {
-                let flat: Vec<u32> = pairs
-                    .iter()
-                    .flat_map(|&(a, b)| [a as u32, b as u32])
-                    .collect();
-                let pairs = stream.clone_htod(&flat)?;
+                // By value in the launch's parameters (checked against p by papa-core).
+                let mut parents = [0u16; 2 * MAX_MEMBERS];
+                for (slot, &(a, b)) in parents.chunks_exact_mut(2).zip(pairs) {
+                    slot.copy_from_slice(&[a as u16, b as u16]);
+                }
                 let mut launch = stream.launch_builder(&functions.pairs);
-                launch.arg(&mut self.buf).arg(&n).arg(&p).arg(&pairs);
+                launch.arg(&mut self.buf).arg(&n).arg(&p).arg(&parents);
                 push_counters(&mut launch, counters);
                 // SAFETY: papa_pairs' arguments; every pair was checked against p by
                 // papa-core, and the shared memory holds p floats per thread.
@@ -278,7 +276,7 @@ impl DevicePopulation {
         }
         let (n, p) = (self.len as u64, self.members as u32);
         let stream = &self.gpu.stream;
-        let weights = DeviceWeights::new(&self.gpu, weights, self.members)?;
+        let weights = LaunchWeights::new(weights, self.members);
         let mut out = stream.alloc_zeros::<f32>(self.len)?;
         let mut launch = stream.launch_builder(&self.gpu.functions.average);
         launch.arg(&self.buf).arg(&mut out).arg(&n).arg(&p);
@@ -415,33 +413,36 @@ fn check_rule(members: usize, rule: Rule<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Averaging weights for a launch: a null pointer (uniform, with 1/P) or P floats on the
-/// device.
-struct DeviceWeights {
-    given: Option<CudaSlice<f32>>,
+/// Averaging weights as the kernels take them, by value: P floats, whether they are given
+/// (else uniform, with 1/P).
+struct LaunchWeights {
+    weights: [f32; MAX_MEMBERS],
+    given: u32,
     uniform: f64,
 }
 
-impl DeviceWeights {
-    fn new(gpu: &Gpu, weights: Weights<'_>, members: usize) -> Result<Self, Error> {
-        let given = match weights {
-            Weights::Uniform => None,
-            Weights::Given(w) => Some(gpu.stream.clone_htod(w)?),
-        };
-        Ok(Self {
-            given,
+impl LaunchWeights {
+    fn new(weights: Weights<'_>, members: usize) -> Self {
+        let mut launch = Self {
+            weights: [0.0; MAX_MEMBERS],
+            given: 0,
             // papa-core's `1.0 / members as f64`: the same double.
             uniform: 1.0 / members as f64,
-        })
+        };
+        if let Weights::Given(w) = weights {
+            // Checked by papa-core: one weight per member, at most MAX_MEMBERS.
+            launch.weights[..w.len()].copy_from_slice(w);
+            launch.given = 1;
+        }
+        launch
     }
 
-    /// Pushes the kernels' `w, uniform` arguments.
+    /// Pushes the kernels' `weights, given, uniform` arguments.
     fn push<'a>(&'a self, launch: &mut LaunchArgs<'a>) {
-        match &self.given {
-            Some(w) => launch.arg(w),
-            None => launch.arg(&NULL),
-        };
-        launch.arg(&self.uniform);
+        launch
+            .arg(&self.weights)
+            .arg(&self.given)
+            .arg(&self.uniform);
     }
 }
 
