@@ -66,6 +66,9 @@ pub enum CliError {
     /// The worker threads could not be started.
     #[error("cannot start the worker threads: {0}")]
     Threads(#[from] rayon::ThreadPoolBuildError),
+    /// `--device cuda` on a machine or build that cannot train there.
+    #[error("--device cuda: {0}")]
+    Device(String),
     /// The run directory could not be created.
     #[error("cannot create {}: {source}", path.display())]
     CreateDir {

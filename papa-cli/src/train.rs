@@ -63,6 +63,39 @@ pub struct TrainArgs {
     /// (only --threads may change; results do not depend on it).
     #[arg(long, conflicts_with_all = ["method", "compare", "population", "epochs", "model", "data", "seed", "train_limit", "config"])]
     resume: Option<PathBuf>,
+    /// Where the population trains: cpu, or cuda (a GPU: papa-cuda holds the population
+    /// and runs the rules there; its training engine is not built yet, issue 18).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+}
+
+/// Where the population trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Device {
+    /// The CPU engine, on the fastest path this CPU has.
+    Cpu,
+    /// GPU 0, through papa-cuda.
+    Cuda,
+}
+
+/// Refuses `--device cuda`, saying why: no usable GPU (papa-cuda's probe of the driver and
+/// the device), or, with one, that the GPU training engine does not exist yet. Checked before
+/// the data is read or anything is written.
+fn check_device(device: Device) -> Result<(), CliError> {
+    if device == Device::Cpu {
+        return Ok(());
+    }
+    #[cfg(feature = "cuda")]
+    let why = match papa_cuda::Gpu::new(0) {
+        Err(e) => format!("no usable GPU: {e}"),
+        Ok(gpu) => format!(
+            "{} is usable, but the GPU training engine is not built yet (issue 18); papa-cuda provides the population and the rules only",
+            gpu.name()
+        ),
+    };
+    #[cfg(not(feature = "cuda"))]
+    let why = "this papa was built without its `cuda` feature".to_string();
+    Err(CliError::Device(why))
 }
 
 /// The run's settings: defaults, then the TOML files in order, then the flags.
@@ -82,6 +115,7 @@ fn configure(args: &TrainArgs) -> Result<TrainConfig, CliError> {
 
 /// Trains every method of the settings into the run directory and prints the comparison.
 pub fn run(args: TrainArgs) -> Result<(), CliError> {
+    check_device(args.device)?;
     let (out, cfg) = match &args.resume {
         Some(dir) => {
             let config = dir.join(run_dir::CONFIG_FILE);

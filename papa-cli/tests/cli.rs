@@ -86,6 +86,27 @@ fn bad_input_is_a_clear_error() {
 }
 
 /// `papa train --config <dir>/run.toml --out <dir>/out` with `toml` and `extra` flags.
+/// `--device cuda` is refused with its reason before anything is written: no usable GPU
+/// (papa-cuda's probe: no driver, library function or device), or, with one, the GPU training
+/// engine that does not exist yet (issue 18). Never a panic.
+#[test]
+fn device_cuda_is_refused_with_its_reason() {
+    fails_cleanly(&["--device", "cuda"], "--device cuda: ");
+    let out = papa(&["train", "--device", "cuda", "--out", "/nonexistent/never"]);
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{message}");
+    assert!(
+        [
+            "no usable GPU: ",
+            "(issue 18)",
+            "without its `cuda` feature"
+        ]
+        .iter()
+        .any(|why| message.contains(why)),
+        "{message}"
+    );
+}
+
 fn train_with_config(dir: &Path, toml: &str, extra: &[&str]) -> (Output, std::path::PathBuf) {
     let config = dir.join("run.toml");
     std::fs::write(&config, toml).unwrap();
