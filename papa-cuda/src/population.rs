@@ -268,24 +268,34 @@ impl DevicePopulation {
     /// The weighted average of the members (counters: their max), N floats on the host:
     /// papa-core's `average`, bit for bit.
     pub fn average(&self, weights: Weights<'_>, counters: &Counters) -> Result<Vec<f32>, Error> {
+        let mut soup = DevicePopulation::zeros(&self.gpu, 1, self.len)?;
+        self.average_into(weights, counters, &mut soup)?;
+        soup.to_host()
+    }
+
+    /// [`DevicePopulation::average`] into `out`, a population of one member of N floats on
+    /// the same GPU: a soup that stays on the device.
+    pub fn average_into(
+        &self,
+        weights: Weights<'_>,
+        counters: &Counters,
+        out: &mut DevicePopulation,
+    ) -> Result<(), Error> {
         check_rule(self.members, Rule::All { weights })?;
         counters.check(self.len)?;
-        let mut host = vec![0.0; self.len];
+        check_len("average (1 x N)", self.len, out.total())?;
         if self.len == 0 {
-            return Ok(host);
+            return Ok(());
         }
         let (n, p) = (self.len as u64, self.members as u32);
-        let stream = &self.gpu.stream;
         let weights = LaunchWeights::new(weights, self.members);
-        let mut out = stream.alloc_zeros::<f32>(self.len)?;
-        let mut launch = stream.launch_builder(&self.gpu.functions.average);
-        launch.arg(&self.buf).arg(&mut out).arg(&n).arg(&p);
+        let mut launch = self.gpu.stream.launch_builder(&self.gpu.functions.average);
+        launch.arg(&self.buf).arg(&mut out.buf).arg(&n).arg(&p);
         weights.push(&mut launch);
         push_counters(&mut launch, counters);
         // SAFETY: papa_average's arguments; `out` holds n floats.
         unsafe { launch.launch(columns_config(self.len, THREADS, 0)) }?;
-        stream.memcpy_dtoh(&out, &mut host[..])?;
-        Ok(host)
+        Ok(())
     }
 
     /// Each member's distance to the uniform mean and the mean pairwise cosine, over
