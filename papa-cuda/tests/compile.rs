@@ -28,7 +28,7 @@ fn kernels_compile_for_sm_90_and_the_committed_ptx_is_current() {
     let fresh = match kernels::compile() {
         Ok(ptx) => ptx,
         Err(e) => {
-            assert!(!write, "PAPA_WRITE_PTX needs NVRTC: {e}");
+            assert!(!write && !required(), "NVRTC is required here: {e}");
             println!(
                 "SKIP: NVRTC: {e} (set {}=/path/to/libnvrtc.so.12)",
                 probe::NVRTC_ENV
@@ -60,6 +60,11 @@ fn kernels_compile_for_sm_90_and_the_committed_ptx_is_current() {
     );
 }
 
+/// Whether a missing NVRTC or ptxas fails the test (CI, where it installed them).
+fn required() -> bool {
+    std::env::var_os("PAPA_REQUIRE_CUDA_TOOLS").is_some()
+}
+
 /// Every kernel papa-cuda loads is an entry of the PTX.
 fn check_names(ptx: &str) {
     for name in kernels::NAMES {
@@ -85,6 +90,7 @@ fn ptxas(what: &str, ptx: &str) {
         .output();
     let _ = std::fs::remove_dir_all(&dir);
     match output {
+        Err(e) if required() => panic!("ptxas is required here: {ptxas}: {e}"),
         Err(e) => println!("SKIP: ptxas ({ptxas}): {e} (set PAPA_PTXAS)"),
         Ok(out) => {
             let log = String::from_utf8_lossy(&out.stderr);
