@@ -30,7 +30,8 @@ done <<<"$site"
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 nvrtc=$(while read -r dir; do [[ -d $dir/nvidia ]] && find "$dir/nvidia" -name 'libnvrtc.so.1[0-9]*' 2>/dev/null; done <<<"$site" | sort | head -n 1)
 [[ -n $nvrtc ]] && export PAPA_NVRTC_LIB=$nvrtc
-ptxas=$(command -v ptxas || ls /usr/local/cuda/bin/ptxas 2>/dev/null || true)
+ptxas=$(command -v ptxas || ls /usr/local/cuda/bin/ptxas 2>/dev/null \
+    || while read -r dir; do ls "$dir"/nvidia/*/bin/ptxas 2>/dev/null; done <<<"$site" | head -n 1)
 [[ -n $ptxas ]] && export PAPA_PTXAS=$ptxas
 
 {

@@ -49,12 +49,14 @@ __device__ __forceinline__ double column_mean(const float* x, u64 stride, unsign
                                               const float* __restrict__ w, double uniform) {
     if (w == 0) {
         double s = (double)x[0];
+#pragma unroll 8
         for (unsigned j = 1; j < p; ++j) {
             s = __dadd_rn(s, (double)x[j * stride]);
         }
         return __dmul_rn(s, uniform);
     }
     double s = __dmul_rn((double)w[0], (double)x[0]);
+#pragma unroll 8
     for (unsigned j = 1; j < p; ++j) {
         s = __dadd_rn(s, __dmul_rn((double)w[j], (double)x[j * stride]));
     }
@@ -89,6 +91,8 @@ __device__ __forceinline__ float* stage(const float* __restrict__ pop, u64 n, u6
                                         unsigned p) {
     extern __shared__ float staged[];
     unsigned t = threadIdx.x, stride = blockDim.x;
+    // Eight loads in flight per thread keep enough bytes moving to cover memory latency.
+#pragma unroll 8
     for (unsigned j = 0; j < p; ++j) {
         staged[j * stride + t] = pop[j * n + c];
     }
