@@ -49,6 +49,20 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// Columns for the diversity that reach past the end of a member.
+    #[error("the columns reach entry {end} of members of {len} floats")]
+    ColumnsOutOfRange {
+        /// One past the last column listed.
+        end: usize,
+        /// Floats per member.
+        len: usize,
+    },
+    /// Two device buffers of different GPUs (or contexts) in one operation.
+    #[error("{what} lives on another GPU context than the population")]
+    OtherGpu {
+        /// The other buffer.
+        what: &'static str,
+    },
     /// More columns than one launch covers.
     #[error("{len} floats per member: papa-cuda's kernels take at most {max}")]
     TooLong {

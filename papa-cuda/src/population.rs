@@ -75,6 +75,9 @@ impl Counters {
 #[derive(Debug)]
 pub struct Columns {
     ranges: Vec<Range<usize>>,
+    /// One past the last column listed: checked against the population's length, since the
+    /// kernel reads every listed column.
+    end: usize,
     starts: CudaSlice<u64>,
     prefix: CudaSlice<u64>,
     total: usize,
@@ -92,6 +95,7 @@ impl Columns {
         }
         Ok(Self {
             total: ranges.iter().map(|r| r.len()).sum(),
+            end: ranges.iter().map(|r| r.end).max().unwrap_or(0),
             starts: upload_nonempty(gpu, &starts)?,
             prefix: upload_nonempty(gpu, &prefix)?,
             ranges,
@@ -208,6 +212,7 @@ impl DevicePopulation {
     /// bandwidth every rule is measured against.
     pub fn copy_from(&mut self, other: &DevicePopulation) -> Result<(), Error> {
         check_len("population (P x N)", self.total(), other.total())?;
+        same_gpu(self, other, "the copy's source")?;
         self.gpu.stream.memcpy_dtod(&other.buf, &mut self.buf)?;
         Ok(())
     }
@@ -284,6 +289,7 @@ impl DevicePopulation {
         check_rule(self.members, Rule::All { weights })?;
         counters.check(self.len)?;
         check_len("average (1 x N)", self.len, out.total())?;
+        same_gpu(self, out, "the average's destination")?;
         if self.len == 0 {
             return Ok(());
         }
@@ -303,6 +309,12 @@ impl DevicePopulation {
     /// summed in another (fixed) order, so equal to about 1e-12 relative rather than bit for
     /// bit. A non-finite value is located by papa-core on the host, with its error.
     pub fn diversity(&self, columns: &Columns) -> Result<Diversity, Error> {
+        if columns.end > self.len {
+            return Err(Error::ColumnsOutOfRange {
+                end: columns.end,
+                len: self.len,
+            });
+        }
         let p = self.members;
         let outputs = p + p * (p + 1) / 2;
         // Fewer blocks per output for large populations: the partials stay under 8 MiB.
@@ -459,6 +471,19 @@ impl LaunchWeights {
 /// Pushes the kernels' `max_ranges, max_count` arguments.
 fn push_counters<'a>(launch: &mut LaunchArgs<'a>, counters: &'a Counters) {
     launch.arg(&counters.ranges).arg(&counters.count);
+}
+
+/// Refuses buffers of two GPUs in one launch or copy.
+fn same_gpu(
+    pop: &DevicePopulation,
+    other: &DevicePopulation,
+    what: &'static str,
+) -> Result<(), Error> {
+    if Arc::ptr_eq(&pop.gpu, &other.gpu) {
+        Ok(())
+    } else {
+        Err(Error::OtherGpu { what })
+    }
 }
 
 /// papa-core's length check, as this crate's error.

@@ -414,6 +414,11 @@ fn refusals_are_papa_core_errors() {
         [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
         "a refused rule changed the population"
     );
+    let bad = pop.diversity(&Columns::new(&gpu, &[0..3]).unwrap());
+    assert!(
+        matches!(bad, Err(Error::ColumnsOutOfRange { end: 3, len: 2 })),
+        "{bad:?}"
+    );
     let mut with_nan = vec![1.0f32; 6];
     with_nan[4] = f32::NAN;
     pop.upload(&with_nan).unwrap();
