@@ -414,7 +414,7 @@ fn refusals_are_papa_core_errors() {
         [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
         "a refused rule changed the population"
     );
-    let bad = pop.diversity(&Columns::new(&gpu, &[0..3]).unwrap());
+    let bad = pop.diversity(&Columns::new(&gpu, &[0..1, 1..3]).unwrap());
     assert!(
         matches!(bad, Err(Error::ColumnsOutOfRange { end: 3, len: 2 })),
         "{bad:?}"
