@@ -82,6 +82,8 @@ fn check_names(ptx: &str) {
         );
     }
     assert!(ptx.contains(".target sm_90"), "PTX not for sm_90");
+    // papa-core rounds every product and sum: a fused multiply-add would change the bits.
+    assert!(!ptx.contains("fma."), "the PTX fuses a multiply and an add");
 }
 
 /// The ptxas to use.
