@@ -1,4 +1,6 @@
-//! The kernels: CUDA C in `kernels/rules.cu`, and the PTX that runs, committed beside it.
+//! The kernels: CUDA C in `kernels/rules.cu` (the rules and metrics) and `kernels/train.cu`
+//! (the GPU engine's layers and optimizer), compiled as one module, and the PTX that runs,
+//! committed beside them as `kernels/rules.ptx`.
 //!
 //! The PTX is NVRTC 12.9's output for [`ARCH`] with [`options`] (PTX ISA 8.8, which the
 //! CUDA 12.9 and later drivers load; a newer NVRTC's PTX would be refused by an older
@@ -9,8 +11,11 @@
 use crate::{probe, Error};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 
-/// The kernels' CUDA C source.
-pub const SOURCE: &str = include_str!("../kernels/rules.cu");
+/// The kernels' CUDA C source: the rules, then the training kernels.
+pub const SOURCE: &str = concat!(
+    include_str!("../kernels/rules.cu"),
+    include_str!("../kernels/train.cu")
+);
 
 /// The committed PTX of [`SOURCE`], loaded by [`Gpu::new`](crate::Gpu::new).
 pub const PTX: &str = include_str!("../kernels/rules.ptx");
@@ -19,13 +24,30 @@ pub const PTX: &str = include_str!("../kernels/rules.ptx");
 pub const ARCH: &str = "sm_90";
 
 /// Every kernel of [`SOURCE`], each loaded by name.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 23] = [
     "papa_average",
     "papa_all",
     "papa_gradual",
     "papa_pairs",
     "papa_diversity_partials",
     "papa_sum_partials",
+    "train_transpose",
+    "train_im2col",
+    "train_col2im",
+    "train_bias_fill",
+    "train_channel_partials",
+    "train_reduce_partials",
+    "train_scatter_sums",
+    "train_bn_train_stats",
+    "train_bn_count",
+    "train_bn_eval_stats",
+    "train_bn_apply",
+    "train_bn_backward",
+    "train_relu",
+    "train_relu_backward",
+    "train_maxpool",
+    "train_maxpool_backward",
+    "train_sgd",
 ];
 
 /// NVRTC's options: [`ARCH`], and no contraction of a multiply and an add into an FMA
