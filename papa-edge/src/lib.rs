@@ -22,6 +22,8 @@
 //!   once by `FlashModel::parse`; `flash::write` (feature `export`) writes it, and as C.
 //! - [`runtime`]: the microcontroller runtime, int8 and f32, run in place from flash in a
 //!   caller-owned arena.
+//! - `fpga` (feature `export`): the int8 image as `$readmemh` memory files, a Verilog/C
+//!   parameter header and golden per-layer vectors for the RTL in papa-edge/fpga.
 //!
 //! Without features the crate is `no_std` with no allocator: the flash image, the runtime
 //! and the quantiser are what a firmware links.
@@ -54,6 +56,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod flash;
+#[cfg(feature = "export")]
+pub mod fpga;
 #[cfg(feature = "hal")]
 pub mod kit;
 pub mod names;
