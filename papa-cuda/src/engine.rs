@@ -163,6 +163,98 @@ struct RowMajor {
     beta: f32,
 }
 
+impl RowMajor {
+    /// `y[m] = x[m] W[m]^T` for every member: `rows x fin` inputs (member stride
+    /// `rows * fin`), the `fout x fin` weight of each member (stride `n`, the member length).
+    fn forward(p: usize, n: usize, rows: usize, fin: usize, fout: usize) -> Self {
+        RowMajor {
+            m: rows,
+            n: fout,
+            k: fin,
+            a_t: false,
+            b_t: true,
+            lda: fin,
+            ldb: fin,
+            ldc: fout,
+            stride: [rows * fin, n, rows * fout],
+            batch: p,
+            // The bias was broadcast into y first.
+            beta: 1.0,
+        }
+    }
+
+    /// `dW[m] = dY[m]^T x[m]` (`fout x fin`, into the gradient buffer with stride `n`).
+    fn weight_grad(p: usize, n: usize, rows: usize, fin: usize, fout: usize) -> Self {
+        RowMajor {
+            m: fout,
+            n: fin,
+            k: rows,
+            a_t: true,
+            b_t: false,
+            lda: fout,
+            ldb: fin,
+            ldc: fin,
+            stride: [rows * fout, rows * fin, n],
+            batch: p,
+            beta: 0.0,
+        }
+    }
+
+    /// `dX[m] = dY[m] W[m]` (`rows x fin`).
+    fn input_grad(p: usize, n: usize, rows: usize, fin: usize, fout: usize) -> Self {
+        RowMajor {
+            m: rows,
+            n: fin,
+            k: fout,
+            a_t: false,
+            b_t: false,
+            lda: fout,
+            ldb: fin,
+            ldc: fin,
+            stride: [rows * fout, n, rows * fin],
+            batch: p,
+            beta: 0.0,
+        }
+    }
+
+    /// cuBLAS's (column-major) arguments: row-major `C = op(A) op(B)` is column-major
+    /// `C^T = op(B)^T op(A)^T`, so cuBLAS's first operand is B and its second A, each with
+    /// its own transpose flag. Sizes past `i32` are refused.
+    fn cublas(&self) -> Result<StridedBatchedConfig<f32>, Error> {
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let int = |v: usize| {
+            i32::try_from(v).map_err(|_| Error::TooLong {
+                len: v,
+                max: i32::MAX as usize,
+            })
+        };
+        Ok(StridedBatchedConfig {
+            gemm: GemmConfig {
+                transa: op(self.b_t),
+                transb: op(self.a_t),
+                m: int(self.n)?,
+                n: int(self.m)?,
+                k: int(self.k)?,
+                alpha: 1.0f32,
+                lda: int(self.ldb)?,
+                ldb: int(self.lda)?,
+                beta: self.beta,
+                ldc: int(self.ldc)?,
+            },
+            batch_size: int(self.batch)?,
+            stride_a: self.stride[1] as i64,
+            stride_b: self.stride[0] as i64,
+            stride_c: self.stride[2] as i64,
+        })
+    }
+}
+
 /// Two distinct elements of `v`, the first shared, the second writable.
 fn pair<T>(v: &mut [T], read: usize, write: usize) -> (&T, &mut T) {
     if read < write {
@@ -292,43 +384,11 @@ impl CudaEngine {
         b: &impl DevicePtr<f32>,
         c: &mut impl DevicePtrMut<f32>,
     ) -> Result<(), EngineError> {
-        // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
-        let op = |t: bool| {
-            if t {
-                cublasOperation_t::CUBLAS_OP_T
-            } else {
-                cublasOperation_t::CUBLAS_OP_N
-            }
-        };
-        let int = |v: usize| {
-            i32::try_from(v).map_err(|_| {
-                dev(Error::TooLong {
-                    len: v,
-                    max: i32::MAX as usize,
-                })
-            })
-        };
-        let cfg = StridedBatchedConfig {
-            gemm: GemmConfig {
-                transa: op(g.b_t),
-                transb: op(g.a_t),
-                m: int(g.n)?,
-                n: int(g.m)?,
-                k: int(g.k)?,
-                alpha: 1.0f32,
-                lda: int(g.ldb)?,
-                ldb: int(g.lda)?,
-                beta: g.beta,
-                ldc: int(g.ldc)?,
-            },
-            batch_size: int(g.batch)?,
-            stride_a: g.stride[1] as i64,
-            stride_b: g.stride[0] as i64,
-            stride_c: g.stride[2] as i64,
-        };
+        let cfg = g.cublas().map_err(dev)?;
         // SAFETY: every matrix of the batch lies within its buffer: the engine sized the
         // activations for its capacity, and a weight at offset `o` of a member spans
-        // `rows x cols` floats within the member (its spec's tensor).
+        // `rows x cols` floats within the member (its spec's tensor). cuBLAS's first operand
+        // is B (see `RowMajor::cublas`).
         unsafe { blas.gemm_strided_batched(cfg, b, a, c) }.map_err(dev)
     }
 
@@ -598,19 +658,7 @@ impl CudaEngine {
             .arg(&cu);
         // SAFETY: train_bias_fill's arguments; y holds P x rows x fout floats.
         unsafe { builder.launch(config(p * rows * fout)) }.map_err(dev)?;
-        let g = RowMajor {
-            m: rows,
-            n: fout,
-            k: fin,
-            a_t: false,
-            b_t: true,
-            lda: fin,
-            ldb: fin,
-            ldc: fout,
-            stride: [rows * fin, n, rows * fout],
-            batch: p,
-            beta: 1.0,
-        };
+        let g = RowMajor::forward(p, n, rows, fin, fout);
         Self::gemm(&self.blas, g, x, &params.slice(weight..), y)
     }
 
@@ -630,20 +678,7 @@ impl CudaEngine {
         din: bool,
     ) -> Result<(), EngineError> {
         let (p, n) = (self.population, self.spec.len());
-        // dW[m] (fout x fin) = dY[m]^T X[m].
-        let g = RowMajor {
-            m: fout,
-            n: fin,
-            k: rows,
-            a_t: true,
-            b_t: false,
-            lda: fout,
-            ldb: fin,
-            ldc: fin,
-            stride: [rows * fout, rows * fin, n],
-            batch: p,
-            beta: 0.0,
-        };
+        let g = RowMajor::weight_grad(p, n, rows, fin, fout);
         let x = if conv { &self.cols } else { &self.acts[i] };
         Self::gemm(
             &self.blas,
@@ -655,20 +690,7 @@ impl CudaEngine {
         let width = self.channel_sums(None, Some(dout), None, rows, fout, Sum::Bias)?;
         self.scatter(width, 0, fout, bias)?;
         if din {
-            // dX[m] (rows x fin) = dY[m] W[m].
-            let g = RowMajor {
-                m: rows,
-                n: fin,
-                k: fout,
-                a_t: false,
-                b_t: false,
-                lda: fout,
-                ldb: fin,
-                ldc: fin,
-                stride: [rows * fout, n, rows * fin],
-                batch: p,
-                beta: 0.0,
-            };
+            let g = RowMajor::input_grad(p, n, rows, fin, fout);
             let params = self.members.params().buf();
             let (dy, dx) = pair(&mut self.grad, dout, 1 - dout);
             let out = if conv { &mut self.dcols } else { dx };
@@ -1027,5 +1049,131 @@ impl Engine for CudaEngine {
                 .map_err(EngineError::Repair)?;
         }
         self.members.upload(&params, &velocity).map_err(dev)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// cuBLAS's `sgemmStridedBatched` on host slices, column-major as documented:
+    /// `C_i = alpha op(A_i) op(B_i) + beta C_i`, `A_i` at `a[i * stride_a..]`.
+    fn host_sgemm(cfg: &StridedBatchedConfig<f32>, a: &[f32], b: &[f32], c: &mut [f32]) {
+        let g = &cfg.gemm;
+        let (m, n, k) = (g.m as usize, g.n as usize, g.k as usize);
+        let (lda, ldb, ldc) = (g.lda as usize, g.ldb as usize, g.ldc as usize);
+        let t = |op: cublasOperation_t| op == cublasOperation_t::CUBLAS_OP_T;
+        for i in 0..cfg.batch_size as usize {
+            let (a, b) = (
+                &a[i * cfg.stride_a as usize..],
+                &b[i * cfg.stride_b as usize..],
+            );
+            let c = &mut c[i * cfg.stride_c as usize..];
+            for col in 0..n {
+                for row in 0..m {
+                    let mut sum = 0.0f64;
+                    for kk in 0..k {
+                        let x = if t(g.transa) {
+                            a[kk + row * lda]
+                        } else {
+                            a[row + kk * lda]
+                        };
+                        let y = if t(g.transb) {
+                            b[col + kk * ldb]
+                        } else {
+                            b[kk + col * ldb]
+                        };
+                        sum += f64::from(x) * f64::from(y);
+                    }
+                    let at = row + col * ldc;
+                    c[at] =
+                        (f64::from(g.alpha) * sum + f64::from(g.beta) * f64::from(c[at])) as f32;
+                }
+            }
+        }
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 37 + seed * 11) % 23) as f32 / 7.0 - 1.5)
+            .collect()
+    }
+
+    #[track_caller]
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                "entry {i}: {x} vs {y}"
+            );
+        }
+    }
+
+    /// The engine's three GEMMs, issued as cuBLAS would run them, give the row-major
+    /// products the layers need: the weights read at their offset in each member (stride
+    /// N), the weight gradients written there.
+    #[test]
+    fn the_layer_gemms_compute_the_row_major_products() {
+        let (p, n, rows, fin, fout, off) = (3, 100, 5, 4, 6, 7);
+        let x = values(p * rows * fin, 1);
+        let params = values(p * n, 2);
+        let dy = values(p * rows * fout, 3);
+        let w = |m: usize, o: usize, i: usize| params[m * n + off + o * fin + i];
+
+        // Forward: y = bias + x W^T (beta = 1 adds to what y holds).
+        let bias = values(p * rows * fout, 4);
+        let mut y = bias.clone();
+        let cfg = RowMajor::forward(p, n, rows, fin, fout).cublas().unwrap();
+        host_sgemm(&cfg, &params[off..], &x, &mut y);
+        let mut want = bias;
+        for m in 0..p {
+            for r in 0..rows {
+                for o in 0..fout {
+                    let dot: f32 = (0..fin)
+                        .map(|i| x[(m * rows + r) * fin + i] * w(m, o, i))
+                        .sum();
+                    want[(m * rows + r) * fout + o] += dot;
+                }
+            }
+        }
+        close(&y, &want);
+
+        // Weight gradient: dW = dY^T x, into each member's weight.
+        let mut grads = vec![0.0; p * n];
+        let cfg = RowMajor::weight_grad(p, n, rows, fin, fout)
+            .cublas()
+            .unwrap();
+        host_sgemm(&cfg, &x, &dy, &mut grads[off..]);
+        let mut want = vec![0.0; p * n];
+        for m in 0..p {
+            for o in 0..fout {
+                for i in 0..fin {
+                    want[m * n + off + o * fin + i] = (0..rows)
+                        .map(|r| dy[(m * rows + r) * fout + o] * x[(m * rows + r) * fin + i])
+                        .sum();
+                }
+            }
+        }
+        close(&grads, &want);
+
+        // Input gradient: dX = dY W.
+        let mut dx = vec![0.0; p * rows * fin];
+        let cfg = RowMajor::input_grad(p, n, rows, fin, fout)
+            .cublas()
+            .unwrap();
+        host_sgemm(&cfg, &params[off..], &dy, &mut dx);
+        let mut want = vec![0.0; p * rows * fin];
+        for m in 0..p {
+            for r in 0..rows {
+                for i in 0..fin {
+                    want[(m * rows + r) * fin + i] = (0..fout)
+                        .map(|o| dy[(m * rows + r) * fout + o] * w(m, o, i))
+                        .sum();
+                }
+            }
+        }
+        close(&dx, &want);
     }
 }

@@ -89,7 +89,11 @@ fn golden_vectors_are_the_int8_runtimes_layer_outputs_read_back_from_the_files()
                 })
                 .unwrap()
                 .class;
-            let input = memory::read(file(&export, &format!("golden/s{s:04}_input.mem")), 8, false);
+            let input = memory::read(
+                file(&export, &format!("golden/s{s:04}_input.mem")),
+                8,
+                false,
+            );
             let input: Vec<u8> = input.unwrap().iter().map(|&v| v as u8).collect();
             assert_eq!(input, sample);
             for (l, expected) in traced.iter().enumerate() {
@@ -121,7 +125,10 @@ fn golden_vectors_are_the_int8_runtimes_layer_outputs_read_back_from_the_files()
             let l = flash.layer(i).unwrap();
             for c in 0..l.cout {
                 let m = l.multiplier(c).unwrap();
-                assert_eq!((mults[k], shifts[k]), (m.multiplier().into(), m.shift().into()));
+                assert_eq!(
+                    (mults[k], shifts[k]),
+                    (m.multiplier().into(), m.shift().into())
+                );
                 k += 1;
             }
         }
@@ -172,7 +179,10 @@ fn the_header_gives_every_layer_and_the_rtl_widths_are_the_exporters() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fpga/rtl/papa_network.v"),
     )
     .unwrap();
-    for (name, value) in [("ADDR_BITS", limits::ADDR_BITS), ("LAYER_BITS", limits::LAYER_BITS)] {
+    for (name, value) in [
+        ("ADDR_BITS", limits::ADDR_BITS),
+        ("LAYER_BITS", limits::LAYER_BITS),
+    ] {
         assert!(
             rtl.contains(&format!("localparam {name} = {value};")),
             "papa_network.v's {name} is not the exporter's {value}"
@@ -184,7 +194,13 @@ fn the_header_gives_every_layer_and_the_rtl_widths_are_the_exporters() {
 fn what_the_hardware_cannot_express_is_refused() {
     // A layer type: a second ReLU (the blocks fuse one into the layer before it).
     let model = random_model(
-        &[Layer::Flatten, Layer::Linear { out_features: 3 }, Layer::Relu, Layer::Relu, Layer::Linear { out_features: 2 }],
+        &[
+            Layer::Flatten,
+            Layer::Linear { out_features: 3 },
+            Layer::Relu,
+            Layer::Relu,
+            Layer::Linear { out_features: 2 },
+        ],
         [1, 2, 2],
         2,
         1,
@@ -222,7 +238,16 @@ fn what_the_hardware_cannot_express_is_refused() {
     let model = mlp();
     let q = quantised(&model, &pixels(&model, 8, 1));
     let err = fpga::export(&q, &[0; 31]).unwrap_err();
-    assert!(matches!(err, FpgaError::Samples { input_len: 30, found: 31 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            FpgaError::Samples {
+                input_len: 30,
+                found: 31
+            }
+        ),
+        "{err}"
+    );
 }
 
 /// The RTL on an export, when iverilog is installed (CI installs it in its own step, which
@@ -237,7 +262,8 @@ fn the_testbench_matches_the_golden_vectors_when_iverilog_is_installed() {
     for (name, model) in [("cnn", cnn()), ("mlp", mlp())] {
         let q = quantised(&model, &pixels(&model, 64, 1));
         let export = fpga::export(&q, &pixels(&model, 4, 3)).unwrap();
-        let dir = std::env::temp_dir().join(format!("papa-fpga-test-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("papa-fpga-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("golden")).unwrap();
         for f in &export.files {
@@ -255,11 +281,25 @@ fn the_testbench_matches_the_golden_vectors_when_iverilog_is_installed() {
             .args(&sources)
             .output()
             .unwrap();
-        assert!(compiled.status.success(), "{}", String::from_utf8_lossy(&compiled.stderr));
-        let run = Command::new("vvp").current_dir(&dir).args(["-n", "tb.vvp"]).output().unwrap();
+        assert!(
+            compiled.status.success(),
+            "{}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+        let run = Command::new("vvp")
+            .current_dir(&dir)
+            .args(["-n", "tb.vvp"])
+            .output()
+            .unwrap();
         let out = String::from_utf8_lossy(&run.stdout);
-        assert!(run.status.success() && out.contains("tb_network: PASS"), "{name}: {out}");
-        println!("{name}: {}", out.lines().find(|l| l.contains("bit-exact")).unwrap_or(""));
+        assert!(
+            run.status.success() && out.contains("tb_network: PASS"),
+            "{name}: {out}"
+        );
+        println!(
+            "{name}: {}",
+            out.lines().find(|l| l.contains("bit-exact")).unwrap_or("")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -22,7 +22,11 @@ fn entries(plan: &Plan) -> (Vec<(&'static str, i64, &'static str)>, Vec<Field>) 
         ("IN_LEN", u(c * h * w), "stored bytes per input"),
         ("IN_PLANE", u(h * w), "bytes per input channel"),
         ("CLASSES", u(plan.classes), "logits"),
-        ("ARENA_LEN", u(plan.arena), "activation memory (int8 entries)"),
+        (
+            "ARENA_LEN",
+            u(plan.arena),
+            "activation memory (int8 entries)",
+        ),
         ("WEIGHTS_LEN", u(plan.weights), "entries of weights.mem"),
         (
             "CHANNELS_LEN",
@@ -33,29 +37,41 @@ fn entries(plan: &Plan) -> (Vec<(&'static str, i64, &'static str)>, Vec<Field>) 
     ];
     type Get = fn(&LayerPlan) -> i64;
     let fields: Vec<(&'static str, &'static str, Get)> = vec![
-        ("L_CONV", "1: conv (papa_conv), 0: linear (papa_dense)", |l| {
-            i64::from(l.conv)
-        }),
+        (
+            "L_CONV",
+            "1: conv (papa_conv), 0: linear (papa_dense)",
+            |l| i64::from(l.conv),
+        ),
         ("L_CIN", "input channels (features)", |l| u(l.cin)),
         ("L_COUT", "output channels (features)", |l| u(l.cout)),
         ("L_H", "input height", |l| u(l.h)),
         ("L_W", "input width", |l| u(l.w)),
         ("L_K", "kernel", |l| u(l.kernel)),
         ("L_STRIDE", "conv stride", |l| u(l.stride)),
-        ("L_POOL_K", "max-pool window (1: none)", |l| u(l.pool_kernel)),
+        (
+            "L_POOL_K",
+            "max-pool window (1: none)",
+            |l| u(l.pool_kernel),
+        ),
         ("L_OUT_H", "output height, after the pool", |l| u(l.out_h)),
         ("L_OUT_W", "output width", |l| u(l.out_w)),
-        ("L_NEG_PAD", "minus the padding (the first window's corner)", |l| {
-            -u(l.padding)
+        (
+            "L_NEG_PAD",
+            "minus the padding (the first window's corner)",
+            |l| -u(l.padding),
+        ),
+        ("L_IN_ZP", "input zero point", |l| {
+            i64::from(l.input_zero_point)
         }),
-        ("L_IN_ZP", "input zero point", |l| i64::from(l.input_zero_point)),
         ("L_OUT_ZP", "output zero point", |l| {
             i64::from(l.output_zero_point)
         }),
         ("L_CLAMP_MIN", "output clamp, low (the ReLU's)", |l| {
             i64::from(l.clamp.0)
         }),
-        ("L_CLAMP_MAX", "output clamp, high", |l| i64::from(l.clamp.1)),
+        ("L_CLAMP_MAX", "output clamp, high", |l| {
+            i64::from(l.clamp.1)
+        }),
         ("L_W_BASE", "first weight in weights.mem", |l| u(l.w_base)),
         ("L_C_BASE", "first channel in bias/mult/shift.mem", |l| {
             u(l.c_base)
@@ -65,19 +81,25 @@ fn entries(plan: &Plan) -> (Vec<(&'static str, i64, &'static str)>, Vec<Field>) 
         ("L_IN_LEN", "values read", |l| u(l.input_len())),
         ("L_OUT_LEN", "values written", |l| u(l.output_len())),
         ("L_ROW_LEN", "weights per output channel", |l| u(l.row_len)),
-        ("L_START", "arena address of output (0, 0)'s first tap", |l| {
-            l.increments()[0]
-        }),
+        (
+            "L_START",
+            "arena address of output (0, 0)'s first tap",
+            |l| l.increments()[0],
+        ),
         ("L_D_ROW", "address step to the next kernel row", |l| {
             l.increments()[1]
         }),
         ("L_D_PLANE", "address step to the next input channel", |l| {
             l.increments()[2]
         }),
-        ("L_S_W", "address step one conv row down", |l| l.increments()[3]),
-        ("L_P_STEP", "pool step right (coordinate and address)", |l| {
-            l.increments()[4]
+        ("L_S_W", "address step one conv row down", |l| {
+            l.increments()[3]
         }),
+        (
+            "L_P_STEP",
+            "pool step right (coordinate and address)",
+            |l| l.increments()[4],
+        ),
         ("L_P_ROW", "address step one pool row down", |l| {
             l.increments()[5]
         }),

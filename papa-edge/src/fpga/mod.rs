@@ -89,7 +89,9 @@ pub fn from_image(model: &FlashModel<'_>, samples: &[u8]) -> Result<FpgaExport, 
         for c in 0..l.cout {
             let b = l.bias.get(4 * c..4 * c + 4).and_then(|b| b.try_into().ok());
             bias.push(i64::from(b.map_or(0, i32::from_le_bytes)));
-            let m = l.multiplier(c).unwrap_or(crate::quant::QuantizedMultiplier::ZERO);
+            let m = l
+                .multiplier(c)
+                .unwrap_or(crate::quant::QuantizedMultiplier::ZERO);
             mult.push(i64::from(m.multiplier()));
             shift.push(i64::from(m.shift()));
         }
@@ -98,11 +100,36 @@ pub fn from_image(model: &FlashModel<'_>, samples: &[u8]) -> Result<FpgaExport, 
         .flat_map(|c| model.input_table(c).iter())
         .map(|&b| i64::from(b as i8));
     for (name, bits, values, what) in [
-        ("weights.mem", 8, weights, "int8 weights, every layer's [cout][cin][k][k]"),
-        ("bias.mem", 32, bias, "int32 bias per output channel, every layer"),
-        ("mult.mem", 32, mult, "Q31 requantisation multiplier per output channel"),
-        ("shift.mem", 8, shift, "requantisation shift per output channel (signed)"),
-        ("input_table.mem", 8, table.collect(), "per input channel, the int8 input of each stored byte"),
+        (
+            "weights.mem",
+            8,
+            weights,
+            "int8 weights, every layer's [cout][cin][k][k]",
+        ),
+        (
+            "bias.mem",
+            32,
+            bias,
+            "int32 bias per output channel, every layer",
+        ),
+        (
+            "mult.mem",
+            32,
+            mult,
+            "Q31 requantisation multiplier per output channel",
+        ),
+        (
+            "shift.mem",
+            8,
+            shift,
+            "requantisation shift per output channel (signed)",
+        ),
+        (
+            "input_table.mem",
+            8,
+            table.collect(),
+            "per input channel, the int8 input of each stored byte",
+        ),
     ] {
         let text = memory::write(&format!("{name}: {what} ({about})"), bits, values);
         file(name.into(), text);
