@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds, on this machine, what scripts/gpu-check.sh runs on a GPU machine (which has no Rust
-# toolchain and no network): papa-cuda's test binaries and its rules benchmark, release
+# toolchain and no network): papa-cuda's test binaries and its rules and training benchmarks, release
 # builds, stripped (the release profile keeps debug info), in one folder to carry there.
 # papa-cuda does not link tract or any CUDA library (cudarc loads them at run time).
 #
@@ -16,7 +16,8 @@ mkdir -p "$dir"
 artifacts=$(
     {
         cargo test --release -p papa-cuda --no-run --message-format=json
-        cargo build --release -p papa-cuda --example rules_bench --message-format=json
+        cargo build --release -p papa-cuda --example rules_bench --example train_bench \
+            --message-format=json
     } | jq -r 'select(.reason == "compiler-artifact" and .executable != null
                       and (.target.kind == ["test"] or .target.kind == ["example"]))
                | "\(.target.name) \(.executable)"'
@@ -24,10 +25,10 @@ artifacts=$(
 # What gpu-check.sh runs (tests/emulate.rs and tests/no_gpu.rs are for machines without a GPU).
 while read -r name exe; do
     case $name in
-        device | compile | rules_bench) cp "$exe" "$dir/$name" ;;
+        device | compile | engine | rules_bench | train_bench) cp "$exe" "$dir/$name" ;;
     esac
 done <<<"$artifacts"
-for name in device compile rules_bench; do
+for name in device compile engine rules_bench train_bench; do
     [[ -x $dir/$name ]] || { echo "gpu-build: $name was not built" >&2; exit 1; }
 done
 strip "$dir"/*

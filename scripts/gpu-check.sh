@@ -2,7 +2,10 @@
 # papa-cuda on a GPU machine (issue 17): its GPU tests (every rule equal to papa-core, bit
 # for bit, on every launch), the committed PTX through this machine's ptxas, and the rule
 # benchmarks against the device copy and PyTorch (flat [P, N] tensor and the reference
-# code's per-tensor state-dict loop), ending in one short table. A few minutes.
+# code's per-tensor state-dict loop), ending in one short table; then the GPU engine (issue
+# 18): papa-train's conformance suite on it, one cnn-s step against the CPU engine (1e-4 per
+# tensor, TF32 off), and its member-steps/s at P = 1..64 beside PyTorch's for-loop and
+# torch.func vmap on the same GPU. Under 8 minutes.
 #
 #   scripts/gpu-build.sh                  # on the build machine: target/gpu-bin
 #   scripts/gpu-check.sh OUT_DIR          # on the GPU machine, from the repository root
@@ -16,7 +19,7 @@ bin=${PAPA_GPU_BIN:-target/gpu-bin}
 python=${PYTHON:-python3}
 failed=()
 
-for name in device compile rules_bench; do
+for name in device compile engine rules_bench train_bench; do
     [[ -x $bin/$name ]] || { echo "gpu-check: no $bin/$name: run scripts/gpu-build.sh first" >&2; exit 2; }
 done
 
@@ -46,7 +49,7 @@ step() { # name, timeout in seconds, command...
     shift 2
     echo "== $name"
     if timeout "$limit" "$@" >"$out/$name.txt" 2>&1; then
-        grep -E '^(test result|SKIP|NVRTC|P = |cnn-s|every rule|FAIL)' "$out/$name.txt" || true
+        grep -E '^(test result|SKIP|NVRTC|P = |cnn-s|every rule|GPU engine|FAIL)' "$out/$name.txt" || true
     else
         echo "gpu-check: $name failed (exit $?); see $out/$name.txt"
         tail -n 20 "$out/$name.txt"
@@ -60,12 +63,19 @@ step compile-test 60 "$bin/compile" --nocapture
 step papa-cuda-bench 180 "$bin/rules_bench" --json "$out/papa-cuda.json"
 step torch-bench 240 "$python" scripts/torch-rules-bench.py --json "$out/torch.json" \
     --papa-cuda "$out/papa-cuda.json"
+# The GPU engine (issue 18).
+step engine-tests 150 env PAPA_REQUIRE_GPU=1 "$bin/engine" --test-threads=1 --nocapture
+step train-bench 60 "$bin/train_bench"
+step torch-train-bench 150 "$python" scripts/torch-train-bench.py --json "$out/torch-train.json" \
+    --papa "$out/train-bench.txt"
 
 echo
 # papa-cuda's own figures, then the table beside PyTorch's.
 cat "$out/papa-cuda-bench.txt"
 echo
 tee "$out/table.txt" <"$out/torch-bench.txt"
+echo
+tee "$out/train-table.txt" <"$out/torch-train-bench.txt"
 if ((${#failed[@]})); then
     echo "gpu-check: FAILED: ${failed[*]} (outputs in $out)"
     exit 1

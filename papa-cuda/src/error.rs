@@ -35,6 +35,9 @@ pub enum Error {
     /// the driver refuses).
     #[error("CUDA driver: {0}")]
     Driver(#[from] DriverError),
+    /// A cuBLAS call failed.
+    #[error("cuBLAS: {0}")]
+    Blas(#[from] cudarc::cublas::result::CublasError),
     /// NVRTC refused the kernels' source.
     #[error("NVRTC: {0}")]
     Compile(String),

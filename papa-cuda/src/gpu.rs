@@ -2,7 +2,7 @@
 //! committed PTX.
 
 use crate::{kernels, probe, Error};
-use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaStream};
+use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 use std::sync::Arc;
 
@@ -23,6 +23,8 @@ pub(crate) struct Functions {
 pub struct Gpu {
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) functions: Functions,
+    /// The loaded PTX, for the GPU engine's kernels.
+    pub(crate) module: Arc<CudaModule>,
     name: String,
 }
 
@@ -59,6 +61,7 @@ impl Gpu {
             name: ctx.name()?,
             stream: ctx.default_stream(),
             functions,
+            module,
         }))
     }
 

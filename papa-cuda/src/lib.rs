@@ -20,6 +20,7 @@
 //! }
 //! ```
 
+mod engine;
 mod error;
 mod gpu;
 pub mod kernels;
@@ -27,6 +28,7 @@ mod members;
 mod population;
 pub mod probe;
 
+pub use engine::{CudaEngine, Precision};
 pub use error::Error;
 pub use gpu::Gpu;
 pub use members::DeviceMembers;

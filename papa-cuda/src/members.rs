@@ -58,6 +58,11 @@ impl DeviceMembers {
         &self.params
     }
 
+    /// The parameters and the momentum, writable (the GPU engine's SGD step).
+    pub(crate) fn both_mut(&mut self) -> (&mut DevicePopulation, &mut DevicePopulation) {
+        (&mut self.params, &mut self.velocity)
+    }
+
     /// Replaces the population and its momentum with host copies (P x N each).
     pub fn upload(&mut self, params: &[f32], velocity: &[f32]) -> Result<(), Error> {
         self.params.upload(params)?;

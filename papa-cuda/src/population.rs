@@ -163,6 +163,17 @@ impl DevicePopulation {
         Ok(pop)
     }
 
+    /// The device buffer, `members x len` floats (the GPU engine's kernels and GEMMs read and
+    /// write it in place).
+    pub(crate) fn buf(&self) -> &CudaSlice<f32> {
+        &self.buf
+    }
+
+    /// The device buffer, writable.
+    pub(crate) fn buf_mut(&mut self) -> &mut CudaSlice<f32> {
+        &mut self.buf
+    }
+
     /// Members P.
     pub fn members(&self) -> usize {
         self.members

@@ -147,6 +147,25 @@ pub fn nvrtc() -> Result<&'static Library, Error> {
         .map_err(Error::from)
 }
 
+/// The cuBLAS functions the GPU engine's calls into cudarc reach (handle, stream, math mode,
+/// the strided-batched single-precision GEMM).
+pub const CUBLAS_SYMBOLS: &[&str] = &[
+    "cublasCreate_v2",
+    "cublasDestroy_v2",
+    "cublasSetStream_v2",
+    "cublasSetMathMode",
+    "cublasSgemmStridedBatched",
+];
+
+/// The cuBLAS library (`libcublas.so.13` or `.12`, ...), checked once per process.
+pub fn cublas() -> Result<&'static Library, Error> {
+    static CUBLAS: OnceLock<Result<Library, Failure>> = OnceLock::new();
+    CUBLAS
+        .get_or_init(|| open("cuBLAS", &["cublas"], None, CUBLAS_SYMBOLS))
+        .as_ref()
+        .map_err(Error::from)
+}
+
 /// The version of the NVRTC that [`nvrtc`] found, `(major, minor)`.
 pub fn nvrtc_version() -> Result<(i32, i32), Error> {
     let lib = nvrtc()?;

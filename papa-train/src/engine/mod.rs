@@ -39,6 +39,10 @@ pub enum EngineError {
     /// `sgd_step` was called without the gradients of a backward pass.
     #[error("sgd_step needs the gradients of a preceding backward")]
     NoGradients,
+    /// The device an engine computes on failed or refused (papa-cuda: a driver, cuBLAS or
+    /// launch error, out of device memory).
+    #[error("device: {0}")]
+    Device(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A papa-core rule applied to the whole population (and, when asked, to the momentum
