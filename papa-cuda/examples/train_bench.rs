@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut one = |engine: &mut CudaEngine| -> Result<(), Box<dyn std::error::Error>> {
             let logits = engine.forward(Input::PerMember(&x), Mode::Train)?;
             soft_cross_entropy(logits, &targets, 10, &mut d, &mut losses)?;
-            engine.backward(&d)?;
+            engine.backward_for_sgd(&d)?;
             engine.sgd_step(&Sgd::default(), 0.05)?;
             Ok(())
         };

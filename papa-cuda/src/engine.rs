@@ -883,6 +883,16 @@ impl Engine for CudaEngine {
     }
 
     fn backward(&mut self, dlogits: &[f32]) -> Result<&[f32], EngineError> {
+        self.backward_for_sgd(dlogits)?;
+        // The gradients to the host, for the caller who asked for them.
+        let stream = self.gpu.stream.clone();
+        stream
+            .memcpy_dtoh(&self.grads, &mut self.host_grads)
+            .map_err(dev)?;
+        Ok(&self.host_grads)
+    }
+
+    fn backward_for_sgd(&mut self, dlogits: &[f32]) -> Result<(), EngineError> {
         let (p, b) = (self.population, self.batch);
         let mode = self.pending.ok_or(model::Error::NoForward)?;
         Self::check_len("dlogits", p * b * self.spec.classes(), dlogits.len())?;
@@ -896,12 +906,8 @@ impl Engine for CudaEngine {
         for (i, op) in ops.iter().enumerate().rev() {
             cur = self.backward_op(i, *op, cur, mode)?;
         }
-        // The trait hands the gradients to the host; the step itself uses the device copy.
-        stream
-            .memcpy_dtoh(&self.grads, &mut self.host_grads)
-            .map_err(dev)?;
         self.has_gradients = true;
-        Ok(&self.host_grads)
+        Ok(())
     }
 
     fn sgd_step(&mut self, sgd: &Sgd, lr: f32) -> Result<(), EngineError> {

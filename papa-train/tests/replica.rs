@@ -580,6 +580,9 @@ impl Engine for Spy {
     fn backward(&mut self, dlogits: &[f32]) -> Result<&[f32], EngineError> {
         self.inner.backward(dlogits)
     }
+    fn backward_for_sgd(&mut self, dlogits: &[f32]) -> Result<(), EngineError> {
+        self.inner.backward_for_sgd(dlogits)
+    }
     fn sgd_step(&mut self, sgd: &Sgd, lr: f32) -> Result<(), EngineError> {
         self.log.borrow_mut().lrs.push(lr);
         self.inner.sgd_step(sgd, lr)

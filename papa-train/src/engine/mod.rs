@@ -99,6 +99,12 @@ pub trait Engine {
     /// Gradients of the last forward's parameters for the logits' gradient `dlogits`
     /// (`P x N`, zero for running statistics and counters); kept for [`Engine::sgd_step`].
     fn backward(&mut self, dlogits: &[f32]) -> Result<&[f32], EngineError>;
+    /// [`Engine::backward`] for a training step: the gradients stay with the engine for
+    /// [`Engine::sgd_step`] and are not returned (an engine that computes elsewhere, such as
+    /// papa-cuda's, skips their copy to the host). What the trainer calls.
+    fn backward_for_sgd(&mut self, dlogits: &[f32]) -> Result<(), EngineError> {
+        self.backward(dlogits).map(|_| ())
+    }
     /// One `torch.optim.SGD` step of the trainable entries with the last gradients.
     fn sgd_step(&mut self, sgd: &Sgd, lr: f32) -> Result<(), EngineError>;
 

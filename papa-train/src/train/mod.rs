@@ -558,7 +558,7 @@ impl<'a> Run<'a> {
             for (sum, &l) in member_sums.iter_mut().zip(&losses) {
                 *sum += f64::from(l);
             }
-            engine.backward(&dlogits)?;
+            engine.backward_for_sgd(&dlogits)?;
             let lr = self.lr.lr_at(step as usize);
             engine.sgd_step(&self.sgd, lr)?;
             self.averaging.after_step(engine, step, lr)?;
