@@ -49,3 +49,22 @@ fn an_nvrtc_file_that_does_not_load_is_named() {
         other => panic!("expected NoLibrary, got {other:?}"),
     }
 }
+
+#[test]
+fn cublas_is_probed_not_loaded_blindly() {
+    // The GPU engine probes cuBLAS before cudarc calls into it: here it is either there with
+    // every function the engine calls, or an error naming what is missing.
+    match probe::cublas() {
+        Ok(lib) => println!("SKIP: cuBLAS is here ({})", lib.name()),
+        Err(e) => {
+            assert!(
+                matches!(
+                    e,
+                    Error::NoLibrary { what: "cuBLAS", .. } | Error::MissingSymbol { .. }
+                ),
+                "{e:?}"
+            );
+            println!("no cuBLAS, as an error: {e}");
+        }
+    }
+}
