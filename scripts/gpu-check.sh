@@ -30,6 +30,11 @@ while read -r dir; do
         [[ -d $lib ]] && LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     done
 done <<<"$site"
+# cudarc loads libnccl.so (or .so.<CUDA major>), not the wheel's libnccl.so.2: a link to it.
+nccl=$(while read -r dir; do [[ -d $dir/nvidia ]] && find "$dir/nvidia" -name 'libnccl.so.2*' 2>/dev/null; done <<<"$site" | sort | head -n 1)
+if [[ -n $nccl ]] && mkdir -p "$out/lib" && ln -sf "$nccl" "$out/lib/libnccl.so"; then
+    LD_LIBRARY_PATH="$out/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 nvrtc=$(while read -r dir; do [[ -d $dir/nvidia ]] && find "$dir/nvidia" -name 'libnvrtc.so.1[0-9]*' 2>/dev/null; done <<<"$site" | sort | head -n 1)
 [[ -n $nvrtc ]] && export PAPA_NVRTC_LIB=$nvrtc
@@ -49,7 +54,7 @@ step() { # name, timeout in seconds, command...
     shift 2
     echo "== $name"
     if timeout "$limit" "$@" >"$out/$name.txt" 2>&1; then
-        grep -E '^(test result|SKIP|NVRTC|P = |cnn-s|every rule|GPU engine|FAIL)' "$out/$name.txt" || true
+        grep -E '^(test result|SKIP|NVRTC|P = |cnn-s|every rule|GPU engine|NCCL|FAIL)' "$out/$name.txt" || true
     else
         echo "gpu-check: $name failed (exit $?); see $out/$name.txt"
         tail -n 20 "$out/$name.txt"

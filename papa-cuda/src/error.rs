@@ -38,6 +38,12 @@ pub enum Error {
     /// A cuBLAS call failed.
     #[error("cuBLAS: {0}")]
     Blas(#[from] cudarc::cublas::result::CublasError),
+    /// An NCCL call failed.
+    #[error("NCCL: {0:?}")]
+    Nccl(cudarc::nccl::result::NcclError),
+    /// Ranks and populations that do not fit together.
+    #[error("{0}")]
+    Ranks(String),
     /// NVRTC refused the kernels' source.
     #[error("NVRTC: {0}")]
     Compile(String),

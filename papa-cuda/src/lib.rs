@@ -27,9 +27,11 @@ pub mod kernels;
 mod members;
 mod population;
 pub mod probe;
+mod ranks;
 
 pub use engine::{CudaEngine, Precision};
 pub use error::Error;
 pub use gpu::Gpu;
 pub use members::DeviceMembers;
 pub use population::{Columns, Counters, DevicePopulation, MAX_LEN, MAX_MEMBERS};
+pub use ranks::Ranks;

@@ -166,6 +166,24 @@ pub fn cublas() -> Result<&'static Library, Error> {
         .map_err(Error::from)
 }
 
+/// The NCCL functions [`Ranks`](crate::Ranks) reaches through cudarc (communicators of one
+/// process, the all-gather, groups, teardown).
+pub const NCCL_SYMBOLS: &[&str] = &[
+    "ncclCommInitAll",
+    "ncclCommAbort",
+    "ncclAllGather",
+    "ncclGroupStart",
+    "ncclGroupEnd",
+];
+
+/// The NCCL library (`libnccl.so.2`, ...), checked once per process.
+pub fn nccl() -> Result<&'static Library, Error> {
+    static NCCL: OnceLock<Result<Library, Failure>> = OnceLock::new();
+    NCCL.get_or_init(|| open("NCCL", &["nccl"], None, NCCL_SYMBOLS))
+        .as_ref()
+        .map_err(Error::from)
+}
+
 /// The version of the NVRTC that [`nvrtc`] found, `(major, minor)`.
 pub fn nvrtc_version() -> Result<(i32, i32), Error> {
     let lib = nvrtc()?;

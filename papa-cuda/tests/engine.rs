@@ -1,6 +1,6 @@
 //! The GPU engine on a GPU: papa-train's conformance suite unchanged, one training step of the
 //! small CNN against the CPU engine (1e-4 relative per tensor norm, TF32 off), and the same
-//! bits on a second run.
+//! bits on a second run; and a single-rank NCCL communicator.
 //!
 //! Without a GPU each test prints `SKIP:` and passes; with `PAPA_REQUIRE_GPU=1` (the GPU
 //! check script) a missing GPU fails instead.
@@ -9,7 +9,7 @@
 mod suite;
 
 use papa_core::rng::Rng;
-use papa_cuda::{CudaEngine, Gpu, Precision};
+use papa_cuda::{CudaEngine, DevicePopulation, Gpu, Precision, Ranks};
 use papa_model::zoo;
 use papa_train::engine::{CpuEngine, Engine, EngineError};
 use papa_train::model::{soft_cross_entropy, Input, Mode, ModelSpec};
@@ -124,4 +124,31 @@ fn one_step_of_the_small_cnn_matches_the_cpu_engine() {
             .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "{name}: a second run gave other bits");
     }
+}
+
+/// A single-rank NCCL communicator (one GPU can hold one rank only): the gather of the
+/// members is a copy of them, in order, and shapes that do not fit are refused.
+#[test]
+fn a_single_rank_gathers_its_members() {
+    let Some(gpu) = gpu() else { return };
+    // NCCL is a library beside the GPU: its absence is a skip even where the GPU is required
+    // (scripts/gpu-check.sh links the wheel's libnccl.so.2 as the libnccl.so cudarc loads).
+    let ranks = match Ranks::new(std::slice::from_ref(&gpu)) {
+        Ok(ranks) => ranks,
+        Err(e) => {
+            println!("SKIP: no NCCL: {e}");
+            return;
+        }
+    };
+    assert_eq!(ranks.len(), 1);
+    let host: Vec<f32> = (0..3 * 5).map(|i| i as f32 * 0.5 - 2.0).collect();
+    let local = DevicePopulation::from_host(&gpu, &host, 3).unwrap();
+    let mut full = DevicePopulation::zeros(&gpu, 3, 5).unwrap();
+    ranks.gather(&[&local], &mut [&mut full]).unwrap();
+    let mut back = vec![0.0; 3 * 5];
+    full.download(&mut back).unwrap();
+    assert_eq!(back, host);
+    let mut wrong = DevicePopulation::zeros(&gpu, 2, 5).unwrap();
+    assert!(ranks.gather(&[&local], &mut [&mut wrong]).is_err());
+    println!("NCCL, one rank: the gathered population is the members, in order");
 }

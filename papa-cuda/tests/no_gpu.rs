@@ -68,3 +68,20 @@ fn cublas_is_probed_not_loaded_blindly() {
         }
     }
 }
+
+#[test]
+fn nccl_is_probed_not_loaded_blindly() {
+    match probe::nccl() {
+        Ok(lib) => println!("SKIP: NCCL is here ({})", lib.name()),
+        Err(e) => {
+            assert!(
+                matches!(
+                    e,
+                    Error::NoLibrary { what: "NCCL", .. } | Error::MissingSymbol { .. }
+                ),
+                "{e:?}"
+            );
+            println!("no NCCL, as an error: {e}");
+        }
+    }
+}
