@@ -7,7 +7,10 @@
 //! PAPA-2 with pairs drawn on the host) and the diversity metrics run on it as CUDA kernels
 //! ([`kernels`]) that give papa-core's bits (the rules) or its values to rounding (the
 //! metrics), the same bits on every launch: no floating-point atomics, fixed reduction trees.
-//! [`DeviceMembers`] is the population half of papa-train's `Engine`.
+//! [`DeviceMembers`] is the population half of papa-train's `Engine`; [`CudaEngine`] is the
+//! whole engine: every layer of every member in one launch (im2col and cuBLAS
+//! strided-batched GEMMs with the members as the batch), SGD in one pass over the population.
+//! [`Ranks`] gathers members across the GPUs of a process through NCCL.
 //!
 //! cudarc loads the CUDA libraries at run time and panics when one or a function is
 //! missing, so [`probe`] checks them first: a machine without a driver or a GPU gets an
