@@ -144,6 +144,15 @@ pub enum CliError {
         /// The exporter's error.
         source: papa_edge::onnx::ExportError,
     },
+    /// A model the FPGA blocks cannot express.
+    #[cfg(feature = "edge")]
+    #[error("{}: {source}", path.display())]
+    Fpga {
+        /// The model file.
+        path: PathBuf,
+        /// What the FPGA export refused.
+        source: papa_edge::fpga::FpgaError,
+    },
     /// An ONNX model that cannot be loaded or run.
     #[cfg(feature = "edge")]
     #[error("{}: {source}", path.display())]

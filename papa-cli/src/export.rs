@@ -12,6 +12,9 @@ use papa_train::checkpoint::{load_model, write_atomic};
 use papa_train::data;
 use std::path::PathBuf;
 
+#[path = "export_fpga.rs"]
+mod fpga;
+
 /// What `papa export` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -26,6 +29,10 @@ pub enum Format {
     /// The flash image as C: `--out NAME.c` and `NAME.h` beside it (the array `NAME`,
     /// `NAME_LEN`, `NAME_ARENA_LEN`).
     C,
+    /// The int8 model (calibrated as flash is) for papa-edge's FPGA blocks (papa-edge/fpga):
+    /// `--out` is a directory of `$readmemh` memory files, a Verilog/C parameter header
+    /// (model.vh, model.h) and the int8 runtime's per-layer golden vectors (golden/).
+    Fpga,
 }
 
 /// The arithmetic of a flash image.
@@ -47,14 +54,14 @@ pub struct ExportArgs {
     /// The ONNX operator set (13 to 18).
     #[arg(long, default_value_t = Opset::DEFAULT.version())]
     opset: i64,
-    /// The file to write (written atomically).
+    /// The file to write (written atomically; for fpga, a directory, replaced whole).
     #[arg(long)]
     out: PathBuf,
     /// onnx-int8: training images the activation ranges are measured on (the first ones of
     /// the training split).
     #[arg(long, default_value_t = DEFAULT_CALIBRATION_SAMPLES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     calibration: usize,
-    /// onnx-int8, flash, c: the dataset to calibrate on (default: the one the model was
+    /// onnx-int8, flash, c, fpga: the dataset to calibrate on (default: the one the model was
     /// trained on).
     #[arg(long)]
     data: Option<String>,
@@ -64,6 +71,9 @@ pub struct ExportArgs {
     /// flash, c (int8): test images the per-layer int8 error report runs on (0: no report).
     #[arg(long, default_value_t = 1000)]
     report_samples: usize,
+    /// fpga: test images whose golden vectors (input, every layer's output) are written.
+    #[arg(long, default_value_t = 10)]
+    golden_samples: usize,
 }
 
 /// Reads the model file, builds its graph and writes it; prints what was written.
@@ -76,6 +86,7 @@ pub fn run(args: &ExportArgs) -> Result<(), CliError> {
     let model = load_model(&args.model)?;
     let (proto, quantised) = match args.format {
         Format::Flash | Format::C => return flash_export(args, &model),
+        Format::Fpga => return fpga::run(args, &model),
         Format::Onnx => (onnx::export(&model, opset).map_err(export_error)?, None),
         Format::OnnxInt8 => {
             let (images, source) = calibration_images(args, &model)?;
