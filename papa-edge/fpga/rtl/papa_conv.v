@@ -72,7 +72,10 @@ module papa_conv #(
     assign x_addr  = xaddr[ADDR_BITS-1:0];
     assign w_addr  = waddr;
     assign c_addr  = c_base + {{(ADDR_BITS-16){1'b0}}, c};
-    assign acc_out = acc;
+    // The requantiser reads a copy taken once per output, so that it settles once per
+    // output rather than after every multiply-accumulate (and simulates that much faster).
+    reg signed [31:0] acc_req;
+    assign acc_out = acc_req;
 
     wire signed [8:0]  xd   = x_q - in_zp;
     wire signed [16:0] prod = xd * w_q;
@@ -131,6 +134,7 @@ module papa_conv #(
             // The last tap's data arrives.
             S_TAIL: begin
                 acc <= acc_next;
+                acc_req <= acc_next;
                 state <= S_REQ;
             end
             // acc is final: q is its requantised, clamped value.

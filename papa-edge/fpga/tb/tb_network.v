@@ -2,7 +2,8 @@
 // in the arena with the int8 runtime's golden vector, bit for bit, and the class.
 // Run in the export directory (the memory files' paths are relative), e.g.
 //   iverilog -g2012 -I . -I golden -o tb.vvp tb_network.v papa_*.v && vvp tb.vvp +samples=10
-// Prints a pass/fail count and cycles per inference; $fatal on any mismatch.
+// +first=F runs samples F.. (so that several simulators share the samples). Prints a
+// pass/fail count and cycles per inference; $fatal on any mismatch.
 `timescale 1ns / 1ps
 module tb_network;
 `include "model.vh"
@@ -24,19 +25,20 @@ module tb_network;
     reg [7:0]  golden [0:ARENA_LEN-1];
     reg [15:0] classes [0:GOLDEN_SAMPLES-1];
     reg [8*64-1:0] path;
-    integer samples, s, i, l, base, len, bad, layers_ok, layers_bad, classes_ok;
+    integer first, samples, s, i, l, base, len, bad, layers_ok, layers_bad, classes_ok;
     integer cycles, first_cycles, total_cycles, now;
 
     always @(posedge clk) now <= now + 1;
 
     initial begin
+        if (!$value$plusargs("first=%d", first)) first = 0;
         if (!$value$plusargs("samples=%d", samples)) samples = GOLDEN_SAMPLES;
-        if (samples > GOLDEN_SAMPLES) samples = GOLDEN_SAMPLES;
+        if (first + samples > GOLDEN_SAMPLES) samples = GOLDEN_SAMPLES - first;
         $readmemh("golden/classes.mem", classes);
         now = 0; layers_ok = 0; layers_bad = 0; classes_ok = 0; total_cycles = 0;
         repeat (2) @(posedge clk);
         rst <= 1'b0;
-        for (s = 0; s < samples; s = s + 1) begin
+        for (s = first; s < first + samples; s = s + 1) begin
             $sformat(path, "golden/s%04d_input.mem", s);
             $readmemh(path, input_bytes);
             cycles = now;
@@ -68,7 +70,7 @@ module tb_network;
             end
             while (!done) @(posedge clk);
             cycles = now - cycles;
-            if (s == 0) first_cycles = cycles;
+            if (s == first) first_cycles = cycles;
             total_cycles = total_cycles + cycles;
             if (class_out == classes[s]) classes_ok = classes_ok + 1;
             else $display("MISMATCH sample %0d: class %0d, golden %0d", s, class_out, classes[s]);
