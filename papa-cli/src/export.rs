@@ -3,6 +3,7 @@
 //! papa-edge's microcontroller runtime (int8 or f32; raw bytes or C source).
 
 use crate::error::CliError;
+use crate::export_members;
 use clap::{Args, ValueEnum};
 use papa_edge::flash;
 use papa_edge::onnx::{self, Opset, DEFAULT_CALIBRATION_SAMPLES};
@@ -68,7 +69,8 @@ pub struct ExportArgs {
     /// flash, c: int8 or f32.
     #[arg(long, value_enum, default_value_t = Precision::Int8)]
     precision: Precision,
-    /// flash, c (int8): test images the per-layer int8 error report runs on (0: no report).
+    /// flash, c (int8): test images the per-layer int8 error report runs on, and the
+    /// comparison with each member of the run beside the model (0: neither).
     #[arg(long, default_value_t = 1000)]
     report_samples: usize,
     /// fpga: test images whose golden vectors (input, every layer's output) are written.
@@ -146,10 +148,8 @@ fn flash_export(args: &ExportArgs, model: &ModelFile) -> Result<(), CliError> {
         Precision::F32 => (f32_image.clone(), None),
         Precision::Int8 => {
             let (images, source) = calibration_images(args, model)?;
-            let calibration = onnx::calibrate(model, &images).map_err(export_error)?;
-            let q = onnx::quantize(model, &calibration).map_err(export_error)?;
-            let image = flash::write::int8(&q).map_err(export_error)?;
-            (image, Some((calibration.samples, source)))
+            let image = export_members::int8_image(model, &images).map_err(export_error)?;
+            (image, Some((images, source)))
         }
     };
     let parsed = flash::FlashModel::parse(&image).map_err(|e| flash_error(args, e))?;
@@ -176,11 +176,13 @@ fn flash_export(args: &ExportArgs, model: &ModelFile) -> Result<(), CliError> {
             args.out.display().to_string()
         }
     };
+    let sample_len = model.card.input.channels * model.card.input.height * model.card.input.width;
     let kind = match &calibrated {
         None => "f32".to_string(),
-        Some((samples, source)) => {
-            format!("int8 calibrated on {samples} training images of {source}")
-        }
+        Some((images, source)) => format!(
+            "int8 calibrated on {} training images of {source}",
+            images.len() / sample_len.max(1)
+        ),
     };
     out!(
         "{written}: flash image v{}, {kind}, {} layers, {} bytes ({} of tensors), arena {} {}",
@@ -194,12 +196,13 @@ fn flash_export(args: &ExportArgs, model: &ModelFile) -> Result<(), CliError> {
             Precision::F32 => "f32 (4 bytes each)",
         }
     )?;
-    if let (Some((_, source)), true) = (&calibrated, args.report_samples > 0) {
+    if let (Some((images, source)), true) = (&calibrated, args.report_samples > 0) {
         let f32_model = flash::FlashModel::parse(&f32_image).map_err(|e| flash_error(args, e))?;
         let (stored, labels) = test_images(source, model, args.report_samples)?;
         let report = flash::quantization_report(&f32_model, &parsed, &stored, &labels)
             .map_err(|e| flash_error(args, e))?;
         print_report(&report, source)?;
+        export_members::compare(&args.model, model, &report, images, &stored, &labels)?;
     }
     Ok(())
 }

@@ -24,6 +24,8 @@ mod eval;
 #[cfg(feature = "edge")]
 mod export;
 #[cfg(feature = "edge")]
+mod export_members;
+#[cfg(feature = "edge")]
 mod infer;
 mod progress;
 mod run_dir;

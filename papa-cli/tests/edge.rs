@@ -206,3 +206,105 @@ fn exported_models_run_in_tract_with_papas_logits() {
         "{stderr}"
     );
 }
+
+/// The `accuracy: f32 A%, int8 B%` line of an int8 flash export, as (A, B).
+fn flash_accuracies(printed: &str) -> (String, String) {
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("accuracy: f32 "))
+        .unwrap_or_else(|| panic!("no accuracy line in:\n{printed}"));
+    let mut numbers = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|w| w.contains('.'));
+    (
+        numbers.next().unwrap().to_string(),
+        numbers.next().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn flash_export_compares_the_averaged_models_int8_loss_with_each_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    ok(&[
+        "train",
+        "--method",
+        "papa",
+        "--population",
+        "3",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "600",
+        "--model",
+        "mlp:32",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let export = |model: &Path, out: &Path| {
+        ok(&[
+            "export",
+            model.to_str().unwrap(),
+            "--format",
+            "flash",
+            "--calibration",
+            "128",
+            "--report-samples",
+            "300",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let averaged = run.join("papa.safetensors");
+    let printed = export(&averaged, &dir.path().join("papa.papa"));
+    assert!(
+        printed.contains("int8 loss of the averaged model and of each of its 3 members"),
+        "{printed}"
+    );
+    assert!(printed.contains("(best on validation)"), "{printed}");
+    assert!(
+        printed.contains("the best member on validation (member "),
+        "{printed}"
+    );
+    // The table's first row is the file's own report.
+    let (f32_acc, int8_acc) = flash_accuracies(&printed);
+    let row = |name: &str| {
+        printed
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name}")))
+            .unwrap_or_else(|| panic!("no row {name} in:\n{printed}"))
+            .to_string()
+    };
+    assert!(
+        row("averaged").starts_with(&format!(
+            "| averaged (this file) | {f32_acc} | {int8_acc} |"
+        )),
+        "{printed}"
+    );
+
+    // Member 1 of the checkpoint, saved as a model file of its own (no run beside it), gives
+    // the same accuracies as its row, and says that it has no members to compare with.
+    let state =
+        papa_train::checkpoint::load_state(&run.join("checkpoints/papa.safetensors")).unwrap();
+    let (shape, population) = &state.buffers["population"];
+    let model = load_model(&averaged).unwrap();
+    assert_eq!(shape, &[3, model.params.len()]);
+    let n = model.params.len();
+    let alone = dir.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    let member_file = alone.join("member1.safetensors");
+    papa_train::checkpoint::save_model(&member_file, &model.card, &population[n..2 * n]).unwrap();
+    let member_printed = export(&member_file, &alone.join("member1.papa"));
+    let (f32_acc, int8_acc) = flash_accuracies(&member_printed);
+    assert!(
+        row("member 1").starts_with(&format!("| member 1 | {f32_acc} | {int8_acc} |"))
+            || row("member 1").starts_with(&format!(
+                "| member 1 (best on validation) | {f32_acc} | {int8_acc} |"
+            )),
+        "{printed}\n{member_printed}"
+    );
+    assert!(
+        member_printed.contains("no population checkpoint beside"),
+        "{member_printed}"
+    );
+}
