@@ -123,7 +123,7 @@ fn golden_vectors_are_the_int8_runtimes_layer_outputs_read_back_from_the_files()
         let mut k = 0;
         for i in 0..flash.layer_count() {
             let l = flash.layer(i).unwrap();
-            for c in 0..l.cout {
+            for c in 0..l.geometry.cout {
                 let m = l.multiplier(c).unwrap();
                 assert_eq!(
                     (mults[k], shifts[k]),

@@ -93,9 +93,11 @@ const fn is_magic(bytes: [u8; 8]) -> bool {
     u64::from_le_bytes(bytes) == u64::from_le_bytes(MAGIC)
 }
 
-/// One conv or linear layer of an image, checked, its tensors borrowed from the image.
-#[derive(Clone, Copy, Debug)]
-pub struct Layer<'a> {
+/// A layer's shape, fused ReLU and pool, and int8 input and clamp: everything but its
+/// tensors and output scale. The flash runtime's [`Layer`] and the FPGA export's
+/// [`LayerPlan`](crate::fpga::LayerPlan) both hold one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
     /// A convolution (`true`) or a linear layer.
     pub conv: bool,
     /// Whether a ReLU follows (fused: the output is clamped at zero).
@@ -124,21 +126,13 @@ pub struct Layer<'a> {
     pub out_h: usize,
     /// Its width.
     pub out_w: usize,
-    /// Weights `[cout][cin][kernel][kernel]`: int8 or little-endian f32.
-    pub weights: &'a [u8],
-    /// Bias `[cout]`: little-endian i32 or f32.
-    pub bias: &'a [u8],
-    /// int8: `[cout]` of (multiplier, shift) as little-endian i32 pairs; empty for f32.
-    pub requant: &'a [u8],
     /// int8: the input's zero point.
     pub input_zero_point: i8,
-    /// int8: the output's quantisation (scale and zero point).
-    pub output: Option<QuantParams>,
     /// int8: the output's clamp (`[zero point, 127]` with a ReLU).
     pub clamp: (i8, i8),
 }
 
-impl Layer<'_> {
+impl Geometry {
     /// Values the layer reads.
     pub fn input_len(&self) -> usize {
         self.cin * self.h * self.w
@@ -152,6 +146,38 @@ impl Layer<'_> {
     /// Weights per output channel.
     pub fn row_len(&self) -> usize {
         self.cin * self.kernel * self.kernel
+    }
+}
+
+/// One conv or linear layer of an image, checked, its tensors borrowed from the image.
+#[derive(Clone, Copy, Debug)]
+pub struct Layer<'a> {
+    /// Its shape, fused operations, input zero point and clamp.
+    pub geometry: Geometry,
+    /// Weights `[cout][cin][kernel][kernel]`: int8 or little-endian f32.
+    pub weights: &'a [u8],
+    /// Bias `[cout]`: little-endian i32 or f32.
+    pub bias: &'a [u8],
+    /// int8: `[cout]` of (multiplier, shift) as little-endian i32 pairs; empty for f32.
+    pub requant: &'a [u8],
+    /// int8: the output's quantisation (scale and zero point).
+    pub output: Option<QuantParams>,
+}
+
+impl Layer<'_> {
+    /// Values the layer reads.
+    pub fn input_len(&self) -> usize {
+        self.geometry.input_len()
+    }
+
+    /// Values the layer writes.
+    pub fn output_len(&self) -> usize {
+        self.geometry.output_len()
+    }
+
+    /// Weights per output channel.
+    pub fn row_len(&self) -> usize {
+        self.geometry.row_len()
     }
 
     /// Output channel `c`'s requantisation multiplier (int8 images).
@@ -271,7 +297,8 @@ impl<'a> FlashModel<'a> {
                 None => self.input_len(),
                 Some(p) => {
                     if self.precision == Precision::Int8
-                        && p.output.map(QuantParams::zero_point) != Some(l.input_zero_point)
+                        && p.output.map(QuantParams::zero_point)
+                            != Some(l.geometry.input_zero_point)
                     {
                         return Err(bad(
                             "its input zero point is not the previous layer's output zero point",
@@ -280,10 +307,11 @@ impl<'a> FlashModel<'a> {
                     p.output_len()
                 }
             };
-            let fits = match (previous, l.conv) {
+            let (g, pg) = (l.geometry, previous.map(|p| p.geometry));
+            let fits = match (pg, g.conv) {
                 // A conv reads the spatial output of the conv before it, or the input image.
-                (Some(p), true) => p.conv && [p.cout, p.out_h, p.out_w] == [l.cin, l.h, l.w],
-                (None, true) => self.chw == [l.cin, l.h, l.w],
+                (Some(p), true) => p.conv && [p.cout, p.out_h, p.out_w] == [g.cin, g.h, g.w],
+                (None, true) => self.chw == [g.cin, g.h, g.w],
                 (_, false) => l.input_len() == expected_input,
             };
             if !fits {
@@ -291,7 +319,7 @@ impl<'a> FlashModel<'a> {
             }
             if previous.is_none()
                 && self.precision == Precision::Int8
-                && Some(l.input_zero_point) != self.input_params().map(QuantParams::zero_point)
+                && Some(g.input_zero_point) != self.input_params().map(QuantParams::zero_point)
             {
                 return Err(bad("its input zero point is not the input section's"));
             }
@@ -413,26 +441,28 @@ impl<'a> FlashModel<'a> {
             }
         };
         let l = Layer {
-            conv,
-            relu,
-            pool,
-            cin,
-            cout,
-            h: lh,
-            w: lw,
-            kernel,
-            stride,
-            padding,
-            conv_h,
-            conv_w,
-            out_h,
-            out_w,
+            geometry: Geometry {
+                conv,
+                relu,
+                pool,
+                cin,
+                cout,
+                h: lh,
+                w: lw,
+                kernel,
+                stride,
+                padding,
+                conv_h,
+                conv_w,
+                out_h,
+                out_w,
+                input_zero_point,
+                clamp,
+            },
             weights,
             bias,
             requant,
-            input_zero_point,
             output,
-            clamp,
         };
         if self.precision == Precision::Int8 {
             if let Some(channel) = (0..cout).find(|&c| l.multiplier(c).is_none()) {

@@ -40,37 +40,37 @@ fn entries(plan: &Plan) -> (Vec<(&'static str, i64, &'static str)>, Vec<Field>) 
         (
             "L_CONV",
             "1: conv (papa_conv), 0: linear (papa_dense)",
-            |l| i64::from(l.conv),
+            |l| i64::from(l.geometry.conv),
         ),
-        ("L_CIN", "input channels (features)", |l| u(l.cin)),
-        ("L_COUT", "output channels (features)", |l| u(l.cout)),
-        ("L_H", "input height", |l| u(l.h)),
-        ("L_W", "input width", |l| u(l.w)),
-        ("L_K", "kernel", |l| u(l.kernel)),
-        ("L_STRIDE", "conv stride", |l| u(l.stride)),
-        (
-            "L_POOL_K",
-            "max-pool window (1: none)",
-            |l| u(l.pool_kernel),
-        ),
-        ("L_OUT_H", "output height, after the pool", |l| u(l.out_h)),
-        ("L_OUT_W", "output width", |l| u(l.out_w)),
+        ("L_CIN", "input channels (features)", |l| u(l.geometry.cin)),
+        ("L_COUT", "output channels (features)", |l| {
+            u(l.geometry.cout)
+        }),
+        ("L_H", "input height", |l| u(l.geometry.h)),
+        ("L_W", "input width", |l| u(l.geometry.w)),
+        ("L_K", "kernel", |l| u(l.geometry.kernel)),
+        ("L_STRIDE", "conv stride", |l| u(l.geometry.stride)),
+        ("L_POOL_K", "max-pool window (1: none)", |l| u(l.pool().0)),
+        ("L_OUT_H", "output height, after the pool", |l| {
+            u(l.geometry.out_h)
+        }),
+        ("L_OUT_W", "output width", |l| u(l.geometry.out_w)),
         (
             "L_NEG_PAD",
             "minus the padding (the first window's corner)",
-            |l| -u(l.padding),
+            |l| -u(l.geometry.padding),
         ),
         ("L_IN_ZP", "input zero point", |l| {
-            i64::from(l.input_zero_point)
+            i64::from(l.geometry.input_zero_point)
         }),
         ("L_OUT_ZP", "output zero point", |l| {
             i64::from(l.output_zero_point)
         }),
         ("L_CLAMP_MIN", "output clamp, low (the ReLU's)", |l| {
-            i64::from(l.clamp.0)
+            i64::from(l.geometry.clamp.0)
         }),
         ("L_CLAMP_MAX", "output clamp, high", |l| {
-            i64::from(l.clamp.1)
+            i64::from(l.geometry.clamp.1)
         }),
         ("L_W_BASE", "first weight in weights.mem", |l| u(l.w_base)),
         ("L_C_BASE", "first channel in bias/mult/shift.mem", |l| {
@@ -80,7 +80,11 @@ fn entries(plan: &Plan) -> (Vec<(&'static str, i64, &'static str)>, Vec<Field>) 
         ("L_WR_BASE", "output's start in the arena", |l| u(l.wr_base)),
         ("L_IN_LEN", "values read", |l| u(l.input_len())),
         ("L_OUT_LEN", "values written", |l| u(l.output_len())),
-        ("L_ROW_LEN", "weights per output channel", |l| u(l.row_len)),
+        (
+            "L_ROW_LEN",
+            "weights per output channel",
+            |l| u(l.row_len()),
+        ),
         (
             "L_START",
             "arena address of output (0, 0)'s first tap",

@@ -86,7 +86,7 @@ pub fn from_image(model: &FlashModel<'_>, samples: &[u8]) -> Result<FpgaExport, 
     for index in 0..model.layer_count() {
         let l = model.layer(index)?;
         weights.extend(l.weights.iter().map(|&b| i64::from(b as i8)));
-        for c in 0..l.cout {
+        for c in 0..l.geometry.cout {
             let b = l.bias.get(4 * c..4 * c + 4).and_then(|b| b.try_into().ok());
             bias.push(i64::from(b.map_or(0, i32::from_le_bytes)));
             let m = l

@@ -4,43 +4,19 @@
 //! conv engine adds (so that the hardware forms no address by multiplication).
 
 use super::FpgaError;
-use crate::flash::{FlashModel, Precision};
+use crate::flash::{FlashModel, Geometry, Precision};
 use std::vec::Vec;
 
 /// One conv or linear layer as the hardware runs it (a linear layer is a 1 x 1 conv on a
-/// 1 x 1 input without a pool, as the flash image stores it).
+/// 1 x 1 input without a pool, as the flash image stores it): the flash layer's geometry
+/// plus where the hardware finds its tensors and arena ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerPlan {
-    /// A convolution (run by `papa_conv`) or a linear layer (`papa_dense`).
-    pub conv: bool,
-    /// Input channels (features).
-    pub cin: usize,
-    /// Output channels (features).
-    pub cout: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Kernel size.
-    pub kernel: usize,
-    /// Conv stride.
-    pub stride: usize,
-    /// Zero padding (at the input zero point: the tap is skipped).
-    pub padding: usize,
-    /// The fused max-pool's window (1: none).
-    pub pool_kernel: usize,
-    /// Its stride (1: none).
-    pub pool_stride: usize,
-    /// Output height (after the pool).
-    pub out_h: usize,
-    /// Output width.
-    pub out_w: usize,
-    /// The input's zero point.
-    pub input_zero_point: i8,
+    /// The flash layer's shape, fused ReLU and pool, input zero point and clamp (a conv is
+    /// run by `papa_conv`, a linear layer by `papa_dense`).
+    pub geometry: Geometry,
     /// The output's zero point.
     pub output_zero_point: i8,
-    /// The output clamp (the ReLU's when it has one).
-    pub clamp: (i8, i8),
     /// Its first weight in `weights.mem`.
     pub w_base: usize,
     /// Its first channel in `bias.mem`, `mult.mem`, `shift.mem`.
@@ -49,35 +25,46 @@ pub struct LayerPlan {
     pub rd_base: usize,
     /// Where its output starts in the arena.
     pub wr_base: usize,
-    /// Weights per output channel (`cin * kernel * kernel`).
-    pub row_len: usize,
 }
 
 impl LayerPlan {
     /// Values read.
     pub fn input_len(&self) -> usize {
-        self.cin * self.h * self.w
+        self.geometry.input_len()
     }
 
     /// Values written.
     pub fn output_len(&self) -> usize {
-        self.cout * self.out_h * self.out_w
+        self.geometry.output_len()
+    }
+
+    /// Weights per output channel (`cin * kernel * kernel`).
+    pub fn row_len(&self) -> usize {
+        self.geometry.row_len()
+    }
+
+    /// The fused max-pool's window and stride ((1, 1): none).
+    pub fn pool(&self) -> (usize, usize) {
+        self.geometry.pool.unwrap_or((1, 1))
     }
 
     /// Multiply-accumulates per inference (padding taps included: the engine steps
     /// through them without a multiply, one cycle each).
     pub fn taps(&self) -> usize {
-        let windows = self.out_h * self.out_w * self.pool_kernel * self.pool_kernel;
-        self.cout * windows * self.row_len
+        let g = &self.geometry;
+        let pool_kernel = self.pool().0;
+        let windows = g.out_h * g.out_w * pool_kernel * pool_kernel;
+        g.cout * windows * self.row_len()
     }
 
     /// The address increments and starts the conv engine adds (signed): the window at
     /// output (0, 0); the step to the next kernel row and input channel; one conv row
     /// down; the pool's step right and down.
     pub fn increments(&self) -> [i64; 6] {
-        let [h, w, k, s, p] = [self.h, self.w, self.kernel, self.stride, self.padding]
-            .map(|v| i64::try_from(v).unwrap_or(i64::MAX));
-        let ps = i64::try_from(self.pool_stride).unwrap_or(i64::MAX);
+        let g = &self.geometry;
+        let [h, w, k, s, p] =
+            [g.h, g.w, g.kernel, g.stride, g.padding].map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let ps = i64::try_from(self.pool().1).unwrap_or(i64::MAX);
         let rd = i64::try_from(self.rd_base).unwrap_or(i64::MAX);
         [
             rd - p * w - p,
@@ -120,7 +107,6 @@ impl Plan {
         let mut layers = Vec::with_capacity(model.layer_count());
         for index in 0..model.layer_count() {
             let l = model.layer(index)?;
-            let (pool_kernel, pool_stride) = l.pool.unwrap_or((1, 1));
             let output_zero_point = l.output.map_or(0, |o| o.zero_point());
             // The runtime's two ends: even layers read the front and write the back.
             let (rd_base, wr_base) = if index % 2 == 0 {
@@ -129,29 +115,15 @@ impl Plan {
                 (arena.saturating_sub(l.input_len()), 0)
             };
             let plan = LayerPlan {
-                conv: l.conv,
-                cin: l.cin,
-                cout: l.cout,
-                h: l.h,
-                w: l.w,
-                kernel: l.kernel,
-                stride: l.stride,
-                padding: l.padding,
-                pool_kernel,
-                pool_stride,
-                out_h: l.out_h,
-                out_w: l.out_w,
-                input_zero_point: l.input_zero_point,
+                geometry: l.geometry,
                 output_zero_point,
-                clamp: l.clamp,
                 w_base: weights,
                 c_base: channels,
                 rd_base,
                 wr_base,
-                row_len: l.row_len(),
             };
-            weights = weights.saturating_add(l.cout * l.row_len());
-            channels = channels.saturating_add(l.cout);
+            weights = weights.saturating_add(l.geometry.cout * l.row_len());
+            channels = channels.saturating_add(l.geometry.cout);
             layers.push(plan);
         }
         let input = model.input_shape();

@@ -16,7 +16,7 @@ impl Arithmetic for F32 {
 
     fn channel(l: &Layer<'_>, c: usize) -> Option<(f32, bool)> {
         let bias = f32::from_le_bytes(l.bias.get(4 * c..4 * c + 4)?.try_into().ok()?);
-        Some((bias, l.relu))
+        Some((bias, l.geometry.relu))
     }
 
     fn dot(_: &bool, acc: f32, x: &[f32], w: &[u8]) -> f32 {

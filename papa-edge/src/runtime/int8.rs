@@ -26,10 +26,10 @@ impl Arithmetic for Int8 {
     fn channel(l: &Layer<'_>, c: usize) -> Option<(i32, Channel)> {
         let bias = i32::from_le_bytes(l.bias.get(4 * c..4 * c + 4)?.try_into().ok()?);
         let ch = Channel {
-            input_zero_point: i32::from(l.input_zero_point),
+            input_zero_point: i32::from(l.geometry.input_zero_point),
             multiplier: l.multiplier(c)?,
             output_zero_point: l.output?.zero_point(),
-            clamp: l.clamp,
+            clamp: l.geometry.clamp,
         };
         Some((bias, ch))
     }

@@ -57,10 +57,10 @@ pub(super) fn layer<A: Arithmetic>(
     let channels = l
         .weights
         .chunks_exact(row)
-        .zip(y.chunks_exact_mut(l.out_h * l.out_w));
+        .zip(y.chunks_exact_mut(l.geometry.out_h * l.geometry.out_w));
     for (c, (w, y)) in channels.enumerate() {
         let (bias, ch) = A::channel(l, c).ok_or(broken)?;
-        if l.conv {
+        if l.geometry.conv {
             conv_channel::<A>(l, x, w, bias, &ch, y);
         } else if let Some(y) = y.first_mut() {
             *y = A::output(&ch, A::dot(&ch, bias, x, w));
@@ -79,12 +79,12 @@ fn conv_channel<A: Arithmetic>(
     ch: &A::Channel,
     y: &mut [A::Act],
 ) {
-    let (pool, step) = l.pool.unwrap_or((1, 1));
+    let (pool, step) = l.geometry.pool.unwrap_or((1, 1));
     // Pooled columns per segment: their windows span at most SEGMENT conv columns.
     let per_segment = (SEGMENT.saturating_sub(pool) / step + 1).max(1);
     let mut acc = [bias; SEGMENT];
     let mut out = [A::LOWEST; SEGMENT];
-    for (py, y) in y.chunks_exact_mut(l.out_w).enumerate() {
+    for (py, y) in y.chunks_exact_mut(l.geometry.out_w).enumerate() {
         for (s, y) in y.chunks_mut(per_segment).enumerate() {
             let px0 = s * per_segment;
             let ox0 = px0 * step;
@@ -122,18 +122,19 @@ fn conv_row<A: Arithmetic>(
     ox0: usize,
     acc: &mut [A::Acc],
 ) {
-    let (k, p, s) = (l.kernel, l.padding, l.stride);
+    let g = &l.geometry;
+    let (k, p, s) = (g.kernel, g.padding, g.stride);
     let top = oy * s;
-    let (ky0, ky1) = (p.saturating_sub(top), k.min((l.h + p).saturating_sub(top)));
+    let (ky0, ky1) = (p.saturating_sub(top), k.min((g.h + p).saturating_sub(top)));
     let ox1 = ox0 + acc.len();
-    for ci in 0..l.cin {
+    for ci in 0..g.cin {
         for ky in ky0..ky1 {
-            let start = (ci * l.h + top + ky - p) * l.w;
-            let xrow = x.get(start..start + l.w).unwrap_or_default();
+            let start = (ci * g.h + top + ky - p) * g.w;
+            let xrow = x.get(start..start + g.w).unwrap_or_default();
             for kx in 0..k {
                 // Columns whose input ox * s + kx - p lies in 0..w.
                 let lo = ox0.max((p.saturating_sub(kx)).div_ceil(s));
-                let hi = ox1.min((l.w + p).saturating_sub(kx).div_ceil(s));
+                let hi = ox1.min((g.w + p).saturating_sub(kx).div_ceil(s));
                 if lo >= hi {
                     continue;
                 }
