@@ -9,28 +9,10 @@ use papa_core::population::Contiguous;
 use papa_core::rng::Rng;
 use papa_core::rules::{self, Options, Weights};
 use papa_core::schedule::effective_alpha;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// Builds the emulator into `dir`, or says why not.
-fn build(dir: &Path) -> Result<PathBuf, String> {
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    let exe = dir.join("host");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulate/host.cpp");
-    let out = Command::new(&cxx)
-        .args(["-O2", "-ffp-contract=off", "-std=c++17", "-o"])
-        .arg(&exe)
-        .arg(&source)
-        .output()
-        .map_err(|e| format!("{cxx}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cxx} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(exe)
-}
+mod common;
 
 fn f32s(path: &Path) -> Vec<f32> {
     std::fs::read(path)
@@ -48,14 +30,9 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 fn the_rule_kernels_give_papa_core_bits_on_the_host() {
     let dir = std::env::temp_dir().join(format!("papa-cuda-emulate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let exe = match build(&dir) {
-        Ok(exe) => exe,
-        Err(e) => {
-            // A compiler that exists but fails is a broken kernel source, not a missing tool.
-            assert!(!e.contains("failed:"), "{e}");
-            println!("SKIP: no C++ compiler: {e}");
-            return;
-        }
+    let built = common::compile("host", &dir);
+    let Some(exe) = common::or_skip(&built) else {
+        return;
     };
     // Sizes around the 256-column blocks, and populations whose staged blocks shrink (P > 48).
     let cases = [
@@ -143,7 +120,7 @@ fn the_rule_kernels_give_papa_core_bits_on_the_host() {
         let case = dir.join(format!("case{seed}"));
         std::fs::create_dir_all(&case).unwrap();
         std::fs::write(case.join("in.bin"), &input).unwrap();
-        let status = Command::new(&exe)
+        let status = Command::new(exe)
             .arg(case.join("in.bin"))
             .arg(&case)
             .status()

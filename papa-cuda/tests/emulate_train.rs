@@ -7,47 +7,26 @@
 
 use papa_core::rng::Rng;
 use papa_train::optim::Sgd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+
+mod common;
 
 /// The emulator, built once, or why not.
 fn emulator() -> &'static Result<PathBuf, String> {
     static EXE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     EXE.get_or_init(|| {
-        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
         let dir = std::env::temp_dir().join(format!("papa-cuda-train-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let exe = dir.join("train");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulate/train.cpp");
-        let out = Command::new(&cxx)
-            .args(["-O2", "-ffp-contract=off", "-std=c++17", "-o"])
-            .arg(&exe)
-            .arg(&source)
-            .output()
-            .map_err(|e| format!("{cxx}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{cxx} failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(exe)
+        common::compile("train", &dir)
     })
 }
 
 /// Runs `kernel` on the arrays; returns them as the kernel left them. `None`: no compiler.
 fn run(kernel: &str, args: &[u64], f: &mut [Vec<f32>], d: &mut [Vec<f64>]) -> Option<()> {
-    let exe = match emulator() {
-        Ok(exe) => exe,
-        Err(e) => {
-            // A compiler that exists but fails is a broken kernel source, not a missing tool.
-            assert!(!e.contains("failed:"), "{e}");
-            println!("SKIP: no C++ compiler: {e}");
-            return None;
-        }
-    };
+    let exe = common::or_skip(emulator())?;
     // One directory per call: the tests run in parallel.
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     let dir = exe.with_file_name(format!(
