@@ -11,24 +11,13 @@ use papa_core::population::Contiguous;
 use papa_core::rng::Rng;
 use papa_core::rules::{self, Options, Weights};
 use papa_core::schedule::effective_alpha;
-use papa_cuda::{Columns, Counters, DeviceMembers, DevicePopulation, Error, Gpu};
+use papa_cuda::{Columns, Counters, DeviceMembers, DevicePopulation, Error};
 use papa_model::zoo;
 use papa_train::engine::{CpuEngine, Engine, Rule};
 use papa_train::model::ModelSpec;
-use std::sync::Arc;
 
-fn gpu() -> Option<Arc<Gpu>> {
-    match Gpu::new(0) {
-        Ok(gpu) => Some(gpu),
-        Err(e) if std::env::var_os("PAPA_REQUIRE_GPU").is_some() => {
-            panic!("PAPA_REQUIRE_GPU is set but there is no usable GPU: {e}")
-        }
-        Err(e) => {
-            println!("SKIP: no GPU: {e}");
-            None
-        }
-    }
-}
+mod gpu_common;
+use gpu_common::gpu;
 
 /// Values of both signs over several magnitudes, a few exact zeros.
 fn values(rng: &mut Rng, len: usize) -> Vec<f32> {

@@ -16,18 +16,8 @@ use papa_train::model::{soft_cross_entropy, Input, Mode, ModelSpec};
 use papa_train::optim::Sgd;
 use std::sync::Arc;
 
-fn gpu() -> Option<Arc<Gpu>> {
-    match Gpu::new(0) {
-        Ok(gpu) => Some(gpu),
-        Err(e) if std::env::var_os("PAPA_REQUIRE_GPU").is_some() => {
-            panic!("PAPA_REQUIRE_GPU is set but there is no usable GPU: {e}")
-        }
-        Err(e) => {
-            println!("SKIP: no GPU: {e}");
-            None
-        }
-    }
-}
+mod gpu_common;
+use gpu_common::gpu;
 
 fn make(gpu: &Arc<Gpu>, spec: &ModelSpec, p: usize, b: usize) -> Result<CudaEngine, EngineError> {
     CudaEngine::new(gpu, spec, p, b, Precision::Fp32).map_err(|e| EngineError::Device(Box::new(e)))
