@@ -16,85 +16,10 @@ use papa_model::zoo;
 use papa_train::engine::{CpuEngine, Engine, Rule};
 use papa_train::model::ModelSpec;
 
+mod case;
 mod gpu_common;
+use case::{values, Case};
 use gpu_common::gpu;
-
-/// Values of both signs over several magnitudes, a few exact zeros.
-fn values(rng: &mut Rng, len: usize) -> Vec<f32> {
-    (0..len)
-        .map(|i| match i % 97 {
-            0 => 0.0,
-            _ => (rng.uniform_f32() - 0.5) * 10f32.powi((rng.below(7) as i32) - 3),
-        })
-        .collect()
-}
-
-/// A layout of `len` floats with counters in it (a BatchNorm network's shape of segments):
-/// weight, counter, bias, counter, the rest.
-fn tensors(len: usize) -> Vec<(usize, TensorKind)> {
-    assert!(len >= 10);
-    let w = len / 2;
-    vec![
-        (w, TensorKind::Weight),
-        (1, TensorKind::Counter),
-        (3, TensorKind::Bias),
-        (1, TensorKind::Counter),
-        (len - w - 5, TensorKind::Other),
-    ]
-}
-
-struct Case {
-    len: usize,
-    host: Vec<f32>,
-    shapes: Vec<[usize; 1]>,
-    kinds: Vec<TensorKind>,
-}
-
-impl Case {
-    fn new(seed: u64, members: usize, len: usize) -> Self {
-        let mut rng = Rng::new(seed);
-        let mut host = values(&mut rng, members * len);
-        let parts = if len >= 10 {
-            tensors(len)
-        } else {
-            vec![(len, TensorKind::Weight)]
-        };
-        // Counters hold step counts, as BatchNorm's num_batches_tracked.
-        let mut offset = 0;
-        for &(n, kind) in &parts {
-            if kind == TensorKind::Counter {
-                for j in 0..members {
-                    host[j * len + offset] = (100 + rng.below(50)) as f32;
-                }
-            }
-            offset += n;
-        }
-        Self {
-            len,
-            host,
-            shapes: parts.iter().map(|&(n, _)| [n]).collect(),
-            kinds: parts.iter().map(|&(_, k)| k).collect(),
-        }
-    }
-
-    fn specs(&self) -> Vec<TensorSpec<'_>> {
-        let mut offset = 0;
-        self.shapes
-            .iter()
-            .zip(&self.kinds)
-            .map(|(shape, &kind)| {
-                let spec = TensorSpec {
-                    name: "t",
-                    shape,
-                    offset,
-                    kind,
-                };
-                offset += shape[0];
-                spec
-            })
-            .collect()
-    }
-}
 
 /// papa-core's result of `rule` on `host`.
 fn on_cpu(host: &[f32], members: usize, rule: Rule<'_>, opts: &Options<'_>) -> Vec<f32> {
@@ -159,7 +84,7 @@ fn every_rule_gives_papa_core_bits_on_every_launch() {
     .iter()
     .enumerate()
     {
-        let case = Case::new(seed as u64, members, len);
+        let case = Case::drawn(&mut Rng::new(seed as u64), members, len);
         let specs = case.specs();
         let layout = Layout::new(&specs).unwrap();
         let opts = Options {
@@ -216,7 +141,7 @@ fn every_rule_gives_papa_core_bits_on_every_launch() {
                 pop.upload(&case.host).unwrap();
                 pop.apply(rule, &counters).unwrap();
                 let out = pop.to_host().unwrap();
-                assert_close(&out, &cpu, case.len, &specs, &what);
+                assert_close(&out, &cpu, len, &specs, &what);
                 assert!(
                     same_bits(&out, &cpu),
                     "{what}: not papa-core's bits (launch {launch})"

@@ -4,7 +4,7 @@
 //! papa-core's bits. Catches what the GPU tests would (an index, a policy, an operation
 //! order), on every CI run. `CXX` names the compiler (default `c++`); without one: `SKIP:`.
 
-use papa_core::layout::{Layout, Policy, TensorKind, TensorSpec};
+use papa_core::layout::{Layout, Policy};
 use papa_core::population::Contiguous;
 use papa_core::rng::Rng;
 use papa_core::rules::{self, Options, Weights};
@@ -12,7 +12,9 @@ use papa_core::schedule::effective_alpha;
 use std::path::Path;
 use std::process::Command;
 
+mod case;
 mod common;
+use case::Case;
 
 fn f32s(path: &Path) -> Vec<f32> {
     std::fs::read(path)
@@ -49,46 +51,9 @@ fn the_rule_kernels_give_papa_core_bits_on_the_host() {
     ];
     for (seed, &(p, n)) in cases.iter().enumerate() {
         let mut rng = Rng::new(seed as u64);
-        let mut pop: Vec<f32> = (0..p * n)
-            .map(|i| match i % 97 {
-                0 => 0.0,
-                _ => (rng.uniform_f32() - 0.5) * 10f32.powi(rng.below(7) as i32 - 3),
-            })
-            .collect();
-        // A BatchNorm network's segments: weight, counter, bias, counter, the rest.
-        let parts: Vec<(usize, TensorKind)> = if n >= 10 {
-            let w = n / 2;
-            vec![
-                (w, TensorKind::Weight),
-                (1, TensorKind::Counter),
-                (3, TensorKind::Bias),
-                (1, TensorKind::Counter),
-                (n - w - 5, TensorKind::Other),
-            ]
-        } else {
-            vec![(n, TensorKind::Weight)]
-        };
-        let shapes: Vec<[usize; 1]> = parts.iter().map(|&(k, _)| [k]).collect();
-        let mut offset = 0;
-        let specs: Vec<TensorSpec<'_>> = parts
-            .iter()
-            .zip(&shapes)
-            .map(|(&(k, kind), shape)| {
-                let spec = TensorSpec {
-                    name: "t",
-                    shape,
-                    offset,
-                    kind,
-                };
-                offset += k;
-                spec
-            })
-            .collect();
-        for s in specs.iter().filter(|s| s.kind == TensorKind::Counter) {
-            for j in 0..p {
-                pop[j * n + s.offset] = (100 + rng.below(50)) as f32;
-            }
-        }
+        let population = Case::drawn(&mut rng, p, n);
+        let pop = &population.host;
+        let specs = population.specs();
         let layout = Layout::new(&specs).unwrap();
         let opts = Options {
             layout: Some(layout),
