@@ -2,7 +2,7 @@
 //! memory files, parameter header and golden vectors of papa-edge/fpga's RTL, written to
 //! the `--out` directory as a whole (a temporary directory renamed into place).
 
-use super::{calibration_images, test_images, ExportArgs};
+use super::{calibration_images, test_images, ExportArgs, Precision};
 use crate::error::CliError;
 use papa_edge::fpga;
 use papa_edge::onnx;
@@ -19,6 +19,12 @@ pub(super) fn run(args: &ExportArgs, model: &ModelFile) -> Result<(), CliError> 
         path: args.model.clone(),
         source,
     };
+    // The blocks are integer hardware: an f32 request is refused, not quietly made int8.
+    if args.precision == Precision::F32 {
+        return Err(fpga_error(fpga::FpgaError::Precision(
+            papa_edge::flash::Precision::F32,
+        )));
+    }
     let (images, source) = calibration_images(args, model)?;
     let calibration = onnx::calibrate(model, &images).map_err(export_error)?;
     let q = onnx::quantize(model, &calibration).map_err(export_error)?;

@@ -308,3 +308,56 @@ fn flash_export_compares_the_averaged_models_int8_loss_with_each_members() {
         "{member_printed}"
     );
 }
+
+#[test]
+fn fpga_export_writes_the_rtl_files_and_refuses_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train(dir.path(), "mlp:16");
+    let out = dir.path().join("fpga");
+    let export = |extra: &[&str]| {
+        let mut args = vec![
+            "export",
+            model.to_str().unwrap(),
+            "--format",
+            "fpga",
+            "--golden-samples",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        papa(&args)
+    };
+    let refused = export(&["--precision", "f32"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("run int8 images"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a refused export wrote {}", out.display());
+
+    let written = export(&[]);
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    for file in [
+        "model.vh",
+        "model.h",
+        "weights.mem",
+        "bias.mem",
+        "golden/s0001_layer1.mem",
+    ] {
+        assert!(out.join(file).is_file(), "no {file}");
+    }
+    // One hex word per weight (784 x 16 + 16 x 10), after the header line $readmemh skips.
+    let weights = std::fs::read_to_string(out.join("weights.mem")).unwrap();
+    let words = weights.lines().filter(|l| !l.starts_with("//")).count();
+    assert_eq!(
+        words,
+        784 * 16 + 16 * 10,
+        "{}",
+        &weights[..200.min(weights.len())]
+    );
+}
