@@ -17,10 +17,10 @@ use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{
     CudaFunction, CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
 };
-use papa_core::repair::{accumulate, fold_correction, Bias, Correction, Moments};
+use papa_core::repair::{accumulate, Correction, Moments};
 use papa_core::rules::Weights;
 use papa_model::plan::{ConvLayer, LinearLayer, Op};
-use papa_train::engine::{Diversity, Engine, EngineError, Rule};
+use papa_train::engine::{fold_into_population, Diversity, Engine, EngineError, Rule};
 use papa_train::model::{self, reset_running_stats, Input, Mode, ModelSpec, BN_EPS, BN_MOMENTUM};
 use papa_train::optim::Sgd;
 use std::sync::Arc;
@@ -1030,30 +1030,9 @@ impl Engine for CudaEngine {
     }
 
     fn fold(&mut self, layer: usize, corrections: &[Correction]) -> Result<(), EngineError> {
-        let (p, n) = (self.population, self.spec.len());
-        let missing = || EngineError::NoSuchLayer(layer);
-        let target = self.spec.repairable().nth(layer).ok_or_else(missing)?;
-        let c = target.channels;
-        Self::check_len("corrections (P x C)", p * c, corrections.len())?;
-        let weight = self.spec.find(&target.weight).ok_or_else(missing)?;
-        let bias = self.spec.find(&target.bias).ok_or_else(missing)?;
-        let w_range = weight.offset..weight.offset + weight.shape.iter().product::<usize>();
-        let b_offset = bias.offset;
-        if w_range.end > b_offset {
-            let what = "REPAIR of a layer whose bias precedes its weight";
-            return Err(model::Error::Unsupported {
-                op: target.op,
-                what,
-            }
-            .into());
-        }
         // REPAIR folds once per averaging: on the host, with the CPU engine's arithmetic.
         let (mut params, velocity) = self.host_params()?;
-        for (member, fix) in params.chunks_exact_mut(n).zip(corrections.chunks_exact(c)) {
-            let (w, rest) = member.split_at_mut(b_offset);
-            fold_correction(&mut w[w_range.clone()], Bias::Existing(&mut rest[..c]), fix)
-                .map_err(EngineError::Repair)?;
-        }
+        fold_into_population(&self.spec, layer, &mut params, corrections)?;
         self.members.upload(&params, &velocity).map_err(dev)
     }
 }

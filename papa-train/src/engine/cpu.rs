@@ -1,12 +1,14 @@
 //! The CPU engine: [`Network`]'s population-batched f32 kernels and papa-core's rules, both
 //! on the CPU path detected at run time (papa-cpu).
 
-use super::{calibration_batches, repair_target, Diversity, Engine, EngineError, Rule};
+use super::{
+    calibration_batches, fold_into_population, repair_target, Diversity, Engine, EngineError, Rule,
+};
 use crate::model::{self, reset_running_stats, Input, Mode, ModelSpec, Network, BN_MOMENTUM};
 use crate::optim::Sgd;
 use papa_core::diversity::{distances_to_mean, mean_pairwise_cosine};
 use papa_core::population::{Contiguous, Population};
-use papa_core::repair::{accumulate, fold_correction, Bias, Correction, Moments};
+use papa_core::repair::{accumulate, Correction, Moments};
 use papa_core::rules::{papa2_scratch_len, Options, Weights};
 use papa_core::LengthMismatch;
 use papa_cpu::{rules, Isa};
@@ -246,30 +248,6 @@ impl Engine for CpuEngine {
     }
 
     fn fold(&mut self, layer: usize, corrections: &[Correction]) -> Result<(), EngineError> {
-        let (p, n, spec) = (self.population(), self.net.spec().len(), self.net.spec());
-        let (target, weight, bias) = repair_target(spec, layer)?;
-        let c = target.channels;
-        Self::check_len("corrections (P x C)", p * c, corrections.len())?;
-        let w_range = weight.offset..weight.offset + weight.shape.iter().product::<usize>();
-        let b_offset = bias.offset;
-        if w_range.end > b_offset {
-            let what = "REPAIR of a layer whose bias precedes its weight";
-            return Err(model::Error::Unsupported {
-                op: target.op,
-                what,
-            }
-            .into());
-        }
-        for (member, fix) in self
-            .params
-            .chunks_exact_mut(n)
-            .zip(corrections.chunks_exact(c))
-        {
-            let (w, rest) = member.split_at_mut(b_offset);
-            let b = &mut rest[..c];
-            fold_correction(&mut w[w_range.clone()], Bias::Existing(b), fix)
-                .map_err(EngineError::Repair)?;
-        }
-        Ok(())
+        fold_into_population(self.net.spec(), layer, &mut self.params, corrections)
     }
 }

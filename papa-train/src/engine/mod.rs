@@ -15,7 +15,7 @@ pub use reference::Reference;
 
 use crate::model::{self, Input, Mode, ModelSpec, RepairableLayer, TensorInfo};
 use crate::optim::{OptimError, Sgd};
-use papa_core::repair::{Correction, Moments};
+use papa_core::repair::{fold_correction, Bias, Correction, Moments};
 use papa_core::rules::Weights;
 
 /// What an engine refused.
@@ -147,6 +147,43 @@ pub(crate) fn repair_target(
     let weight = spec.find(&target.weight).ok_or_else(missing)?;
     let bias = spec.find(&target.bias).ok_or_else(missing)?;
     Ok((target, weight, bias))
+}
+
+/// Folds per-member, per-channel corrections (`P x C`) into repairable layer `layer`'s
+/// weight and bias in a host population (`P x N`, member-major): the CPU engine's fold,
+/// which the GPU engine also runs on its downloaded members.
+pub fn fold_into_population(
+    spec: &ModelSpec,
+    layer: usize,
+    population: &mut [f32],
+    corrections: &[Correction],
+) -> Result<(), EngineError> {
+    let n = spec.len();
+    let (target, weight, bias) = repair_target(spec, layer)?;
+    let c = target.channels;
+    let p = population.len() / n.max(1);
+    papa_core::LengthMismatch::check("corrections (P x C)", p * c, corrections.len())
+        .map_err(model::Error::from)?;
+    let w_range = weight.offset..weight.offset + weight.shape.iter().product::<usize>();
+    let b_offset = bias.offset;
+    if w_range.end > b_offset {
+        let what = "REPAIR of a layer whose bias precedes its weight";
+        return Err(model::Error::Unsupported {
+            op: target.op,
+            what,
+        }
+        .into());
+    }
+    for (member, fix) in population
+        .chunks_exact_mut(n)
+        .zip(corrections.chunks_exact(c))
+    {
+        let (w, rest) = member.split_at_mut(b_offset);
+        let b = &mut rest[..c];
+        fold_correction(&mut w[w_range.clone()], Bias::Existing(b), fix)
+            .map_err(EngineError::Repair)?;
+    }
+    Ok(())
 }
 
 /// The calibration batches of `calibration`: whole batches of `batch` samples of
