@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Issue 12's comparison of each method's variants, copied from the runs' results.json:
+
+    scripts/variant-choice.py [RUN_DIR ...]     (default: runs/fmnist-cnn-s-p5-e12-s*)
+
+A run directory is named as scripts/paper-comparison.sh names it:
+fmnist-cnn-s-p5-e12-s<seed>-<method>[-<variant>], the variant being the config file layered
+over configs/paper.toml (none: papa's own schedule, separate initialisations).
+
+Prints, per method and variant: the final model on test and on validation (mean +- std over
+seeds), its gain over the independent members' mean of the same seed (the `none` run of the
+same initialisation, so the comparison stays paired), then each method's default variant:
+the one whose final model has the best mean VALIDATION accuracy over the seeds every variant
+of that method has run (test never decides). Last, the diversity per epoch, mean over seeds.
+"""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+NAME = re.compile(r"fmnist-cnn-s-p5-e12-s(\d+)-(none|papa-all|papa-2|papa)(?:-(.+))?$")
+ORDER = ["none", "papa", "papa-all", "papa-2"]
+# `none` and `papa` do not depend on the schedule of PAPA-all and PAPA-2: only the
+# initialisation tells their variants apart.
+SCHEDULE_FREE = {"none", "papa"}
+
+
+def same_init(variant):
+    return variant.endswith("same-init")
+
+
+def label(method, variant):
+    init = "same init" if same_init(variant) else "separate inits"
+    if method in SCHEDULE_FREE:
+        return init
+    schedule = "paper schedule" if variant.startswith("paper-schedule") else "papa's schedule"
+    return f"{schedule}, {init}"
+
+
+def load(dirs):
+    runs = []
+    for d in dirs:
+        m = NAME.match(os.path.basename(os.path.normpath(d)))
+        path = os.path.join(d, "results.json")
+        if not m or not os.path.isfile(path):
+            continue
+        seed, method, variant = int(m[1]), m[2], m[3] or ""
+        for r in json.load(open(path))["results"]:
+            assert r["method"] == method and r["seed"] == seed, f"{path} holds another run"
+            runs.append(dict(r, variant=variant, label=label(method, variant)))
+    return runs
+
+
+def mean_sd(xs):
+    if not xs:
+        return "n/a"
+    sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
+    return f"{statistics.mean(xs):.2f} +- {sd:.2f}"
+
+
+def signed(xs):
+    return ", ".join(f"{x:+.2f}" for x in xs)
+
+
+def validation(r):
+    return (r.get("validation") or {}).get("final_model")
+
+
+def main():
+    dirs = sys.argv[1:] or sorted(glob.glob("runs/fmnist-cnn-s-p5-e12-s*"))
+    runs = load(dirs)
+    # The independent members' mean per (seed, initialisation): what a variant is paired with.
+    independent = {(r["seed"], same_init(r["variant"])): r["members_mean"]
+                   for r in runs if r["method"] == "none"}
+    cells = {}
+    for r in sorted(runs, key=lambda r: (ORDER.index(r["method"]), r["label"], r["seed"])):
+        cells.setdefault((r["method"], r["label"]), {})[r["seed"]] = r
+
+    print("| method | variant | seeds | final model (test) | final model (validation) "
+          "| members mean (test) | final - independent members, same seed and init (per seed) |")
+    print("|---|---|---|---|---|---|---|")
+    for (method, lab), by_seed in cells.items():
+        rs = list(by_seed.values())
+        vals = [validation(r) for r in rs if validation(r) is not None]
+        gains = [r["final_model"] - independent[(r["seed"], same_init(r["variant"]))]
+                 for r in rs if (r["seed"], same_init(r["variant"])) in independent]
+        val_seeds = "" if len(vals) == len(rs) else f" ({len(vals)} of {len(rs)} seeds)"
+        print(f"| {method} | {lab} | {', '.join(str(s) for s in by_seed)} "
+              f"| {mean_sd([r['final_model'] for r in rs])} | {mean_sd(vals)}{val_seeds} "
+              f"| {mean_sd([r['members_mean'] for r in rs])} "
+              f"| {mean_sd(gains)} ({signed(gains)}) |")
+
+    print("\nDefault variant per method, on validation only:")
+    for method in ORDER:
+        variants = {lab: s for (m, lab), s in cells.items() if m == method}
+        if not variants:
+            continue
+        seeds = set.intersection(*(
+            {seed for seed, r in s.items() if validation(r) is not None} for s in variants.values()))
+        if len(variants) < 2 or len(seeds) < 3:
+            have = "; ".join(f"{lab}: seeds {sorted(s for s, r in v.items() if validation(r) is not None)}"
+                             for lab, v in variants.items())
+            print(f"- {method}: not chosen, fewer than 2 variants or 3 common seeds with validation ({have})")
+            continue
+        scores = {lab: statistics.mean(validation(v[s]) for s in seeds) for lab, v in variants.items()}
+        best = max(scores, key=scores.get)
+        listed = ", ".join(f"{lab} {score:.2f}" for lab, score in scores.items())
+        print(f"- {method}: {best} (mean validation over seeds {sorted(seeds)}: {listed})")
+
+    print("\nPer epoch, mean over seeds: members' test accuracy / the uniform average's /"
+          " mean distance to the mean / mean pairwise cosine")
+    for (method, lab), by_seed in cells.items():
+        histories = [r["history"] for r in by_seed.values()]
+        print(f"\n{method}, {lab} (seeds {', '.join(str(s) for s in by_seed)})")
+        for rows in zip(*histories):
+            members = statistics.mean(statistics.mean(h["member_test_acc"]) for h in rows)
+            average = statistics.mean(h["average_test_acc"] for h in rows)
+            distance = statistics.mean(statistics.mean(h["distance_to_mean"]) for h in rows)
+            cosine = statistics.mean(h["mean_pairwise_cosine"] for h in rows)
+            print(f"| {rows[0]['epoch'] + 1} | {members:.2f} / {average:.2f} / "
+                  f"{distance:.3f} / {cosine:.4f} |")
+
+
+main()
