@@ -2,49 +2,40 @@
 //! engine, which runs any layer sizes): small models of every layer kind, random parameters
 //! and BatchNorm statistics, 8-bit pixel and CSV-like inputs.
 
+mod common;
+
+use common::{random_model, BatchNormDraw, Card};
 use papa_core::rng::Rng;
 use papa_edge::onnx::{export, to_bytes, Opset};
 use papa_edge::tract::Model;
 use papa_model::card::{ModelCard, Normalization};
 use papa_model::file::ModelFile;
 use papa_model::layer::Layer;
-use papa_model::plan::Op;
-use papa_model::{zoo, ModelSpec};
+use papa_model::zoo;
 use papa_train::engine::{Engine, Reference};
 use papa_train::model::{Input, Mode};
 
 /// A model of `layers` with random parameters and running statistics, its card reading
 /// inputs divided by `pixel_scale` and normalised with a mean and std per channel.
 fn model(layers: &[Layer], input: [usize; 3], classes: usize, pixel_scale: f32) -> ModelFile {
-    let spec = ModelSpec::new(layers, input, classes).unwrap();
-    let mut rng = Rng::new(3);
-    let mut params = vec![0.0; spec.len()];
-    spec.init_member(&mut rng, &mut params).unwrap();
-    for op in spec.ops() {
-        if let Op::BatchNorm {
-            c,
-            scale,
-            shift,
-            mean,
-            var,
-            ..
-        } = *op
-        {
-            for k in 0..c {
-                params[scale + k] = 0.5 + rng.uniform_f32();
-                params[shift + k] = rng.uniform_f32() - 0.5;
-                params[mean + k] = rng.uniform_f32() - 0.5;
-                params[var + k] = 0.1 + rng.uniform_f32();
-            }
-        }
-    }
     let channels = input[0];
-    let normalization = Normalization {
-        mean: (0..channels).map(|c| 0.1 * c as f32 + 0.2).collect(),
-        std: (0..channels).map(|c| 0.3 + 0.05 * c as f32).collect(),
+    let card = Card {
+        name: "test",
+        pixel_scale,
+        normalization: Normalization {
+            mean: (0..channels).map(|c| 0.1 * c as f32 + 0.2).collect(),
+            std: (0..channels).map(|c| 0.3 + 0.05 * c as f32).collect(),
+        },
     };
-    let card = ModelCard::new("test", &spec, pixel_scale, normalization, vec![]);
-    ModelFile { card, params }
+    let batchnorm: BatchNormDraw = |rng, _| {
+        [
+            0.5 + rng.uniform_f32(),
+            rng.uniform_f32() - 0.5,
+            rng.uniform_f32() - 0.5,
+            0.1 + rng.uniform_f32(),
+        ]
+    };
+    random_model(layers, input, classes, 3, Some(batchnorm), card)
 }
 
 /// The largest difference between tract's logits on `stored` (as the data stores them) and

@@ -6,48 +6,24 @@
 //! - the C source: compiled by the system's C compiler, the array's bytes read back;
 //! - bad images and inputs: typed errors.
 
+mod common;
+
+use common::{moderate_batchnorm, Card};
 use papa_core::rng::Rng;
 use papa_edge::flash::{arena_len_of, write, FlashModel, ImageError, Precision, RunError};
 use papa_edge::onnx::{calibrate, fold, quantize, Quantized};
 use papa_edge::quant::{Calibration, Range};
 use papa_edge::runtime::Input;
-use papa_model::card::{ModelCard, Normalization};
 use papa_model::file::ModelFile;
 use papa_model::layer::Layer;
 use papa_model::plan::Op;
-use papa_model::{zoo, ModelSpec};
+use papa_model::zoo;
 use papa_train::model::{Input as NetInput, Network};
 
 /// A random model of `layers` on `input`, its BatchNorms' statistics made non-trivial.
 fn random_model(layers: &[Layer], input: [usize; 3], classes: usize, seed: u64) -> ModelFile {
-    let spec = ModelSpec::new(layers, input, classes).unwrap();
-    let mut rng = Rng::new(seed);
-    let mut params = vec![0.0; spec.len()];
-    spec.init_member(&mut rng, &mut params).unwrap();
-    for op in spec.ops() {
-        if let Op::BatchNorm {
-            c,
-            scale,
-            shift,
-            mean,
-            var,
-            ..
-        } = *op
-        {
-            for k in 0..c {
-                params[scale + k] = 0.5 + rng.uniform_f32();
-                params[shift + k] = 0.2 * (rng.uniform_f32() - 0.3);
-                params[mean + k] = 0.2 * (rng.uniform_f32() - 0.5);
-                params[var + k] = 0.2 + rng.uniform_f32();
-            }
-        }
-    }
-    let normalization = Normalization {
-        mean: (0..input[0]).map(|c| 0.3 + 0.1 * c as f32).collect(),
-        std: (0..input[0]).map(|c| 0.25 + 0.05 * c as f32).collect(),
-    };
-    let card = ModelCard::new("flash-test", &spec, 255.0, normalization, vec![]);
-    ModelFile { card, params }
+    let card = Card::pixels("flash-test", input[0]);
+    common::random_model(layers, input, classes, seed, Some(moderate_batchnorm), card)
 }
 
 /// conv(5) - BN - ReLU - maxpool2 - conv(4) - BN - ReLU - flatten - linear(12) - ReLU -

@@ -2,29 +2,23 @@
 //! the header, refusals of what the hardware cannot express, and (when iverilog is
 //! installed) the RTL testbench on an export, bit for bit.
 
+mod common;
+
+use common::Card;
 use papa_core::rng::Rng;
 use papa_edge::flash::{write, FlashModel, Precision};
 use papa_edge::fpga::{self, limits, memory, FpgaError, FpgaExport};
 use papa_edge::onnx::{calibrate, quantize, Quantized};
 use papa_edge::runtime::Input;
-use papa_model::card::{ModelCard, Normalization};
 use papa_model::file::ModelFile;
 use papa_model::layer::Layer;
-use papa_model::{zoo, ModelSpec};
+use papa_model::zoo;
 use std::path::Path;
 use std::process::Command;
 
 fn random_model(layers: &[Layer], input: [usize; 3], classes: usize, seed: u64) -> ModelFile {
-    let spec = ModelSpec::new(layers, input, classes).unwrap();
-    let mut rng = Rng::new(seed);
-    let mut params = vec![0.0; spec.len()];
-    spec.init_member(&mut rng, &mut params).unwrap();
-    let normalization = Normalization {
-        mean: (0..input[0]).map(|c| 0.3 + 0.1 * c as f32).collect(),
-        std: (0..input[0]).map(|c| 0.25 + 0.05 * c as f32).collect(),
-    };
-    let card = ModelCard::new("fpga-test", &spec, 255.0, normalization, vec![]);
-    ModelFile { card, params }
+    let card = Card::pixels("fpga-test", input[0]);
+    common::random_model(layers, input, classes, seed, None, card)
 }
 
 /// conv(5) - BN - ReLU - maxpool2 - conv(4) - ReLU - flatten - linear(12) - ReLU -

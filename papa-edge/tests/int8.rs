@@ -5,6 +5,9 @@
 //! scale). Also: the calibration (papa-train's forward) against this file's f32 forward,
 //! and the int8 export's errors.
 
+mod common;
+
+use common::{random_model, BatchNormDraw, Card};
 use papa_core::rng::Rng;
 use papa_edge::onnx::{self, calibrate, export_int8, fold, quantize, Opset, Quantized};
 use papa_edge::quant::{Calibration, Range};
@@ -35,34 +38,23 @@ fn model() -> ModelFile {
         Layer::Relu,
         Layer::Linear { out_features: 5 },
     ];
-    let spec = ModelSpec::new(&layers, INPUT, 5).unwrap();
-    let mut rng = Rng::new(5);
-    let mut params = vec![0.0; spec.len()];
-    spec.init_member(&mut rng, &mut params).unwrap();
-    for op in spec.ops() {
-        if let Op::BatchNorm {
-            c,
-            scale,
-            shift,
-            mean,
-            var,
-            ..
-        } = *op
-        {
-            for k in 0..c {
-                params[scale + k] = 0.05 * 4f32.powi(k as i32) * (0.5 + rng.uniform_f32());
-                params[shift + k] = 0.1 * (rng.uniform_f32() - 0.3);
-                params[mean + k] = 0.2 * (rng.uniform_f32() - 0.5);
-                params[var + k] = 0.2 + rng.uniform_f32();
-            }
-        }
-    }
-    let normalization = Normalization {
-        mean: vec![0.3, 0.6],
-        std: vec![0.25, 0.4],
+    let card = Card {
+        name: "int8-test",
+        pixel_scale: 255.0,
+        normalization: Normalization {
+            mean: vec![0.3, 0.6],
+            std: vec![0.25, 0.4],
+        },
     };
-    let card = ModelCard::new("int8-test", &spec, 255.0, normalization, vec![]);
-    ModelFile { card, params }
+    let batchnorm: BatchNormDraw = |rng, k| {
+        [
+            0.05 * 4f32.powi(k as i32) * (0.5 + rng.uniform_f32()),
+            0.1 * (rng.uniform_f32() - 0.3),
+            0.2 * (rng.uniform_f32() - 0.5),
+            0.2 + rng.uniform_f32(),
+        ]
+    };
+    random_model(&layers, INPUT, 5, 5, Some(batchnorm), card)
 }
 
 /// 8-bit pixel samples, as the dataset would store them.

@@ -4,6 +4,9 @@
 //! binary code; the delays are the period; every script is consumed (`done()`); what does
 //! not fit the model, and every failure, is a typed error.
 
+mod common;
+
+use common::{moderate_batchnorm, random_model, Card};
 use embedded_hal_mock::eh1::delay::{CheckedDelay, NoopDelay, Transaction as DelayTransaction};
 use embedded_hal_mock::eh1::digital::{Mock as PinMock, State, Transaction as PinTransaction};
 use embedded_hal_mock::eh1::i2c::{Mock as I2cMock, Transaction as I2cTransaction};
@@ -17,10 +20,8 @@ use papa_edge::kit::{
 };
 use papa_edge::onnx::{calibrate, quantize};
 use papa_edge::runtime::Input;
-use papa_model::card::{ModelCard, Normalization};
 use papa_model::file::ModelFile;
-use papa_model::plan::Op;
-use papa_model::{zoo, ModelSpec};
+use papa_model::zoo;
 
 const INPUT: [usize; 3] = [1, 4, 4];
 const CLASSES: usize = 3;
@@ -31,34 +32,9 @@ const REGISTER: u8 = 0x10;
 
 /// A random MLP (16 - 8 - 3) on 1 x 4 x 4, as tests/flash.rs makes its models.
 fn model() -> ModelFile {
-    let spec = ModelSpec::new(&zoo::mlp(&[8], CLASSES), INPUT, CLASSES).unwrap();
-    let mut rng = Rng::new(21);
-    let mut params = vec![0.0; spec.len()];
-    spec.init_member(&mut rng, &mut params).unwrap();
-    for op in spec.ops() {
-        if let Op::BatchNorm {
-            c,
-            scale,
-            shift,
-            mean,
-            var,
-            ..
-        } = *op
-        {
-            for k in 0..c {
-                params[scale + k] = 0.5 + rng.uniform_f32();
-                params[shift + k] = 0.2 * (rng.uniform_f32() - 0.3);
-                params[mean + k] = 0.2 * (rng.uniform_f32() - 0.5);
-                params[var + k] = 0.2 + rng.uniform_f32();
-            }
-        }
-    }
-    let normalization = Normalization {
-        mean: vec![0.3],
-        std: vec![0.25],
-    };
-    let card = ModelCard::new("kit-test", &spec, 255.0, normalization, vec![]);
-    ModelFile { card, params }
+    let layers = zoo::mlp(&[8], CLASSES);
+    let card = Card::pixels("kit-test", INPUT[0]);
+    random_model(&layers, INPUT, CLASSES, 21, Some(moderate_batchnorm), card)
 }
 
 /// `n` random samples of 16 stored bytes.
