@@ -242,6 +242,20 @@ fn what_the_hardware_cannot_express_is_refused() {
         ),
         "{err}"
     );
+
+    // Golden sample values that the input port cannot take (CSV features, say).
+    assert_eq!(
+        fpga::stored_bytes(&[0.0, 17.0, 255.0]).unwrap(),
+        [0, 17, 255]
+    );
+    for bad in [1.5, -1.0, 256.0, f32::NAN] {
+        let err = fpga::stored_bytes(&[3.0, bad]).unwrap_err();
+        assert!(
+            matches!(err, FpgaError::NotBytes { value } if value.to_bits() == bad.to_bits()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("0 to 255"), "{err}");
+    }
 }
 
 /// The RTL on an export, when iverilog is installed (CI installs it in its own step, which
