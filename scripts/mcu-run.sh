@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # A model on a Cortex-M4F: its int8 and f32 flash images run by the firmware of
 # examples/mcu-firmware under QEMU (mps2-an386) on the first test samples, the correct
-# count compared with the host runtime's on the same samples (the run fails on a
-# difference), then a table of flash, RAM and instructions per inference, and whether the
-# code-size build (one sample) fits an STM32F446RE, 512 KB of flash and 128 KB of RAM
-# (linked for it; the int8 firmware must fit).
+# count and the logits (a digest of their bits) compared with the host runtime's on the
+# same samples (the run fails on a difference), then a table of flash, RAM and
+# instructions per inference, and whether the code-size build (one sample) fits an
+# STM32F446RE, 512 KB of flash and 128 KB of RAM (linked for it; the int8 firmware must fit).
 #
 #   scripts/mcu-run.sh PAPA FLASH_COMPARE MODEL.safetensors WORKDIR [SAMPLES]
 #
@@ -59,7 +59,13 @@ for precision in int8 f32; do
         echo "FAIL: the $precision firmware got ${got:-nothing} correct, the host runtime $want" >&2
         exit 1
     fi
-    echo "OK: the $precision firmware under QEMU gets $got correct, as the host runtime does"
+    got_digest=$(echo "$out" | sed -n 's/^papa-mcu: logits //p')
+    want_digest=$(sed -n "s/^$precision logits //p" "$work/host.txt")
+    if [[ -z "$got_digest" || "$got_digest" != "$want_digest" ]]; then
+        echo "FAIL: the $precision firmware's logits (digest ${got_digest:-none}) are not the host runtime's ($want_digest)" >&2
+        exit 1
+    fi
+    echo "OK: the $precision firmware under QEMU gets $got correct and the host runtime's logits bit for bit (digest $got_digest)"
     # The runtime's own code: the firmware without its report (no formatting), one inference,
     # linked for the STM32F446RE; where it does not fit (the link fails), for QEMU's machine.
     part=STM32F446RE

@@ -3,7 +3,8 @@
 //! - the f32 image's logits within 1e-4 of papa's forward on every test sample;
 //! - the int8 image's accuracy within 1 point of the f32 image's;
 //! - `--dump DIR --samples K`: the first K test samples (`samples.u8`, `labels.u8`) for the
-//!   firmware, and `host.txt`, the `correct C/K` line the firmware must print for each image.
+//!   firmware, and `host.txt`, the `correct C/K` line and the logits' digest the firmware
+//!   must print for each image.
 //!
 //! The exit status is 1 when a check fails.
 //!
@@ -13,7 +14,7 @@
 //! ```
 
 use papa_edge::flash::FlashModel;
-use papa_edge::runtime::Input;
+use papa_edge::runtime::{Digest, Input};
 use papa_train::checkpoint::load_model;
 use papa_train::data;
 use papa_train::model::{Input as NetInput, Network};
@@ -102,13 +103,22 @@ fn main() -> Result<(), Box<dyn Error>> {
             .ok_or(
                 "the firmware takes stored bytes: this dataset's values are not 0..=255 integers",
             )?;
-        std::fs::write(dir.join("samples.u8"), bytes)?;
+        std::fs::write(dir.join("samples.u8"), &bytes)?;
         std::fs::write(dir.join("labels.u8"), &test.labels[..k])?;
         let count = |v: &[bool]| v[..k].iter().filter(|&&c| c).count();
+        // The logits of the firmware's own inputs (the stored bytes), fingerprinted as the
+        // firmware does: the device must give the same bits.
+        let (mut int8_digest, mut f32_digest) = (Digest::new(), Digest::new());
+        for x in bytes.chunks(sample) {
+            int8_digest.add_i8(qm.infer_int8(Input::Bytes(x), &mut qa)?.logits);
+            f32_digest.add_f32(fm.infer_f32(Input::Bytes(x), &mut fa)?.logits);
+        }
         let host = format!(
-            "int8 correct {}/{k}\nf32 correct {}/{k}\n",
+            "int8 correct {}/{k}\nf32 correct {}/{k}\nint8 logits {:08x}\nf32 logits {:08x}\n",
             count(&int8_correct),
-            count(&f32_correct)
+            count(&f32_correct),
+            int8_digest.value(),
+            f32_digest.value()
         );
         std::fs::write(dir.join("host.txt"), host)?;
     }

@@ -1,6 +1,6 @@
 //! Classifies the embedded test samples with the embedded flash image on a Cortex-M4F and
-//! prints, over semihosting, what the host's runtime must match: the correct count, and the
-//! instructions per inference and the stack peak.
+//! prints, over semihosting, what the host's runtime must match: the correct count and the
+//! logits' digest (every logit's bits), and the instructions per inference and the stack peak.
 //!
 //! Build (from this directory): `PAPA_MODEL=model.papa PAPA_SAMPLES=samples.u8
 //! PAPA_LABELS=labels.u8 cargo run --release` (QEMU mps2-an386, see .cargo/config.toml);
@@ -27,7 +27,7 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     exit(false)
 }
 use papa_edge::flash::{arena_len_of, FlashModel};
-use papa_edge::runtime::Input;
+use papa_edge::runtime::{Digest, Input};
 
 /// Keeps the image's tensors at the alignment the writer gave them.
 #[repr(C, align(16))]
@@ -72,9 +72,10 @@ fn main() -> ! {
     let mut arena = [0 as Act; ARENA_LEN];
     let n = model.input_len();
     let (mut correct, mut total, mut ticks) = (0usize, 0usize, 0u64);
+    let mut digest = Digest::new();
     for (sample, &label) in SAMPLES.chunks_exact(n).zip(LABELS) {
         let start = SYST::get_current();
-        let class = classify(&model, sample, &mut arena);
+        let class = classify(&model, sample, &mut arena, &mut digest);
         let end = SYST::get_current();
         // A down-counter of 24 bits: one inference must stay under 2^24 ticks (671 M
         // instructions), which the zoo's models do by far.
@@ -100,6 +101,7 @@ fn main() -> ! {
             n
         );
         hprintln!("papa-mcu: correct {}/{}", correct, total);
+        hprintln!("papa-mcu: logits {:08x}", digest.value());
         hprintln!(
             "papa-mcu: instructions per inference {}",
             ticks * NS_PER_TICK / (total.max(1) as u64)
@@ -110,16 +112,26 @@ fn main() -> ! {
         );
         hprintln!("papa-mcu: stack peak {} bytes", stack_peak(painted));
     }
-    let _ = (correct, ticks, painted);
+    let _ = (correct, ticks, painted, digest);
     exit(total > 0)
 }
 
-fn classify(model: &FlashModel<'_>, sample: &[u8], arena: &mut [Act]) -> Option<usize> {
+/// The class, the logits added to `digest`.
+fn classify(
+    model: &FlashModel<'_>,
+    sample: &[u8],
+    arena: &mut [Act],
+    digest: &mut Digest,
+) -> Option<usize> {
     #[cfg(not(feature = "f32"))]
-    let prediction = model.infer_int8(Input::Bytes(sample), arena);
+    let p = model.infer_int8(Input::Bytes(sample), arena).ok()?;
+    #[cfg(not(feature = "f32"))]
+    digest.add_i8(p.logits);
     #[cfg(feature = "f32")]
-    let prediction = model.infer_f32(Input::Bytes(sample), arena);
-    prediction.ok().map(|p| p.class)
+    let p = model.infer_f32(Input::Bytes(sample), arena).ok()?;
+    #[cfg(feature = "f32")]
+    digest.add_f32(p.logits);
+    Some(p.class)
 }
 
 fn exit(success: bool) -> ! {

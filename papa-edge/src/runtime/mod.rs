@@ -64,6 +64,54 @@ pub struct Prediction<'r, T> {
     pub logits: &'r [T],
 }
 
+/// A fingerprint of logits (FNV-1a, 32 bits, over their bytes in order: an int8 logit as
+/// its byte, an f32 one as its little-endian bits), so that a device's run can be held bit
+/// for bit to the host's with one number over the serial line.
+///
+/// ```
+/// use papa_edge::runtime::Digest;
+/// let (mut a, mut b) = (Digest::new(), Digest::new());
+/// a.add_i8(&[1, -2]);
+/// b.add_i8(&[1, -3]);
+/// assert_ne!(a.value(), b.value());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digest(u32);
+
+impl Digest {
+    /// The digest of nothing.
+    pub const fn new() -> Self {
+        Digest(0x811c_9dc5)
+    }
+
+    fn add_byte(&mut self, b: u8) {
+        self.0 = (self.0 ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+
+    /// Adds int8 logits.
+    pub fn add_i8(&mut self, logits: &[i8]) {
+        logits.iter().for_each(|&v| self.add_byte(v as u8));
+    }
+
+    /// Adds f32 logits.
+    pub fn add_f32(&mut self, logits: &[f32]) {
+        for b in logits.iter().flat_map(|v| v.to_bits().to_le_bytes()) {
+            self.add_byte(b);
+        }
+    }
+
+    /// The digest so far.
+    pub const fn value(&self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for Digest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<'a> FlashModel<'a> {
     /// Classifies `input` with an int8 image, in `arena` (at least
     /// [`arena_len`](FlashModel::arena_len) elements).
