@@ -63,7 +63,8 @@ fn wide() -> ModelFile {
 
 /// What papa's engine does not train but the image and runtime take: a 5 x 5 conv of
 /// stride 2 and padding 1, an overlapping 3 x 3 pool of stride 2, a 1 x 1 conv of stride 3
-/// without padding, on 2 x 40 x 41.
+/// without padding, 3 x 3 convs of padding 2 and 0 (the runtime's sliding window at
+/// other paddings), on 2 x 40 x 41.
 fn strided() -> ModelFile {
     let layers = [
         Layer::Conv2d {
@@ -81,6 +82,18 @@ fn strided() -> ModelFile {
             out_channels: 3,
             kernel: 1,
             stride: 3,
+            padding: 0,
+        },
+        Layer::Conv2d {
+            out_channels: 3,
+            kernel: 3,
+            stride: 1,
+            padding: 2,
+        },
+        Layer::Conv2d {
+            out_channels: 2,
+            kernel: 3,
+            stride: 1,
             padding: 0,
         },
         Layer::Flatten,

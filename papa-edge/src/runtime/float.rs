@@ -37,6 +37,16 @@ impl Arithmetic for F32 {
         }
     }
 
+    const ZERO: f32 = 0.0;
+
+    fn operand(_: &bool, x: f32) -> f32 {
+        x
+    }
+
+    fn mac3(acc: f32, [x0, x1, x2]: [f32; 3], [w0, w1, w2]: [f32; 3]) -> f32 {
+        acc + x0 * w0 + x1 * w1 + x2 * w2
+    }
+
     fn output(relu: &bool, acc: f32) -> f32 {
         if *relu {
             acc.max(0.0)

@@ -53,6 +53,18 @@ impl Arithmetic for Int8 {
         }
     }
 
+    const ZERO: i32 = 0;
+
+    fn operand(ch: &Channel, x: i8) -> i32 {
+        i32::from(x) - ch.input_zero_point
+    }
+
+    fn mac3(acc: i32, [x0, x1, x2]: [i32; 3], [w0, w1, w2]: [i32; 3]) -> i32 {
+        acc.wrapping_add(x0 * w0)
+            .wrapping_add(x1 * w1)
+            .wrapping_add(x2 * w2)
+    }
+
     fn output(ch: &Channel, acc: i32) -> i8 {
         let (min, max) = ch.clamp;
         requantize(acc, ch.multiplier, ch.output_zero_point, min, max)
