@@ -9,7 +9,8 @@
 # Settings: configs/paper.toml. VARIANT=name layers configs/name.toml over it (e.g.
 # paper-schedule, paper-schedule-same-init)
 # into run directories suffixed -name; METHODS="papa-all papa-2" limits the methods.
-# PAPA=path runs that binary instead of building one.
+# PAPA=path runs that binary instead of building one; THREADS=n gives each run n threads
+# (results do not depend on it; session 13 ran two queues of THREADS=1 side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 papa=${PAPA:-target/release/papa}
@@ -17,6 +18,7 @@ papa=${PAPA:-target/release/papa}
 seeds=("$@")
 [[ ${#seeds[@]} -gt 0 ]] || seeds=(0 1 2)
 read -r -a methods <<< "${METHODS:-none papa papa-all papa-2}"
+threads=(--threads "${THREADS:-0}")
 config=(--config configs/paper.toml) suffix=""
 if [[ -n "${VARIANT:-}" ]]; then
   config+=(--config "configs/${VARIANT}.toml") suffix="-${VARIANT}"
@@ -27,9 +29,9 @@ for seed in "${seeds[@]}"; do
     if [[ -f "$out/results.json" ]]; then
       echo "done: $out"
     elif [[ -d "$out/checkpoints" ]]; then
-      "$papa" train --resume "$out"
+      "$papa" train --resume "$out" "${threads[@]}"
     else
-      "$papa" train "${config[@]}" --method "$method" --seed "$seed" --out "$out"
+      "$papa" train "${config[@]}" --method "$method" --seed "$seed" "${threads[@]}" --out "$out"
     fi
   done
 done
