@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Issue 12's comparison of each method's variants, copied from the runs' results.json:
 
-    scripts/variant-choice.py [RUN_DIR ...]     (default: runs/fmnist-cnn-s-p5-e12-s*)
+    scripts/variant-choice.py [RUN_DIR ...]
+        (default: runs/fmnist-cnn-s-p5-e12-s* and the records scripts/keep-runs.sh keeps
+        in docs/runs/, a run in runs/ taken first)
 
 A run directory is named as scripts/paper-comparison.sh names it:
 fmnist-cnn-s-p5-e12-s<seed>-<method>[-<variant>], the variant being the config file layered
@@ -69,7 +71,13 @@ def validation(r):
 
 
 def main():
-    dirs = sys.argv[1:] or sorted(glob.glob("runs/fmnist-cnn-s-p5-e12-s*"))
+    dirs = sys.argv[1:]
+    if not dirs:
+        by_name = {}
+        for d in glob.glob("docs/runs/fmnist-cnn-s-p5-e12-s*") + glob.glob("runs/fmnist-cnn-s-p5-e12-s*"):
+            if os.path.isfile(os.path.join(d, "results.json")):
+                by_name[os.path.basename(d)] = d
+        dirs = sorted(by_name.values())
     runs = load(dirs)
     # The independent members' mean per (seed, initialisation): what a variant is paired with.
     independent = {(r["seed"], same_init(r["variant"])): r["members_mean"]
