@@ -133,57 +133,80 @@ fn conv_row<A: Arithmetic>(
     let (k, p, s) = (g.kernel, g.padding, g.stride);
     let top = oy * s;
     let (ky0, ky1) = (p.saturating_sub(top), k.min((g.h + p).saturating_sub(top)));
-    // A 3-wide kernel at stride 1 (padding up to 2) runs a kernel row as one sliding
-    // window along the columns: one input read per column and no per-tap set-up, which
-    // is what the loop's cost is made of on a microcontroller; other kernels a tap at a time.
-    let sliding = k == 3 && s == 1 && p <= 2;
+    // A 3 x 3 kernel at stride 1 (padding up to 2, the zoo's convs) runs as one sliding
+    // window along the columns: each column reads one new input per kernel row and adds its
+    // nine products at once, with no per-tap set-up (what the loop's cost is made of on a
+    // microcontroller). Other kernels run a tap at a time.
+    let sliding = k == 3 && s == 1 && p <= 2 && ky0 < ky1;
     for ci in 0..g.cin {
-        for ky in ky0..ky1 {
+        let row = |ky: usize| {
             let start = (ci * g.h + top + ky - p) * g.w;
-            let xrow = x.get(start..start + g.w).unwrap_or_default();
-            let taps = (ci * k + ky) * k;
-            if sliding {
-                let w3 = [0, 1, 2].map(|kx| A::weight(w, taps + kx));
-                row3::<A>(ch, acc, xrow, ox0, p, w3);
-            } else {
-                kernel_row::<A>(l, xrow, w, taps, ch, ox0, acc);
+            x.get(start..start + g.w).unwrap_or_default()
+        };
+        if sliding {
+            // A kernel row above or below the image: a row inside it with zero weights.
+            let rows = [0, 1, 2].map(|ky| row(ky.clamp(ky0, ky1 - 1)));
+            let w9 = core::array::from_fn(|t| {
+                if (ky0..ky1).contains(&(t / 3)) {
+                    A::weight(w, ci * 9 + t)
+                } else {
+                    A::ZERO
+                }
+            });
+            kernel3::<A>(ch, acc, rows, ox0, p, w9);
+        } else {
+            for ky in ky0..ky1 {
+                kernel_row::<A>(l, row(ky), w, (ci * k + ky) * k, ch, ox0, acc);
             }
         }
     }
 }
 
-/// `acc[j] += x(c - p) w[0] + x(c - p + 1) w[1] + x(c - p + 2) w[2]` for conv column
-/// `c = ox0 + j`, where `x(i)` is `xrow[i]` inside the row and the padding outside it (an
-/// operand of zero: for f32 the sum gains `+ 0.0`, the same value); `p` is at most 2.
-fn row3<A: Arithmetic>(
+/// `acc[j] += sum over kernel rows r and columns t of x_r(c - p + t) w[3 r + t]` for conv
+/// column `c = ox0 + j`, the nine products added in that order, where `x_r(i)` is
+/// `rows[r][i]` inside the row and the padding outside it (an operand of zero); `p` is at
+/// most 2. A padded product adds zero (for f32 a signed zero: the same value).
+fn kernel3<A: Arithmetic>(
     ch: &A::Channel,
     acc: &mut [A::Acc],
-    xrow: &[A::Act],
+    rows: [&[A::Act]; 3],
     ox0: usize,
     p: usize,
-    w: [A::Weight; 3],
+    w: [A::Weight; 9],
 ) {
-    let at = |i: usize| {
+    let at = |row: &[A::Act], i: usize| {
         i.checked_sub(p)
-            .and_then(|i| xrow.get(i))
+            .and_then(|i| row.get(i))
             .map_or(A::ZERO, |&x| A::operand(ch, x))
     };
-    let (mut x0, mut x1) = (at(ox0), at(ox0 + 1));
-    // The third tap's inputs from column ox0 on, while they lie inside the row.
-    let inside = (ox0 + 2)
-        .checked_sub(p)
-        .and_then(|i| xrow.get(i..))
-        .unwrap_or_default();
-    let (within, past) = acc.split_at_mut(inside.len().min(acc.len()));
-    for (a, &x2) in within.iter_mut().zip(inside) {
-        let x2 = A::operand(ch, x2);
-        *a = A::mac3(*a, [x0, x1, x2], w);
-        (x0, x1) = (x1, x2);
+    // Each row's two inputs before the column's third.
+    let [mut a, mut b, mut c] = rows.map(|r| [at(r, ox0), at(r, ox0 + 1)]);
+    let inside = rows.map(|r| {
+        (ox0 + 2)
+            .checked_sub(p)
+            .and_then(|i| r.get(i..))
+            .unwrap_or_default()
+    });
+    let n = inside
+        .iter()
+        .map(|r| r.len())
+        .min()
+        .unwrap_or(0)
+        .min(acc.len());
+    let (within, past) = acc.split_at_mut(n);
+    let [w0, w1, w2] = [[w[0], w[1], w[2]], [w[3], w[4], w[5]], [w[6], w[7], w[8]]];
+    let mut column = |acc: &mut A::Acc, [xa, xb, xc]: [A::Weight; 3]| {
+        let v = A::mac3(*acc, [a[0], a[1], xa], w0);
+        let v = A::mac3(v, [b[0], b[1], xb], w1);
+        *acc = A::mac3(v, [c[0], c[1], xc], w2);
+        (a, b, c) = ([a[1], xa], [b[1], xb], [c[1], xc]);
+    };
+    let [r0, r1, r2] = inside;
+    for (((acc, &x0), &x1), &x2) in within.iter_mut().zip(r0).zip(r1).zip(r2) {
+        column(acc, [x0, x1, x2].map(|x| A::operand(ch, x)));
     }
-    // The columns whose third tap lies past the row's end.
-    for a in past {
-        *a = A::mac3(*a, [x0, x1, A::ZERO], w);
-        (x0, x1) = (x1, A::ZERO);
+    for acc in past {
+        column(acc, [A::ZERO; 3]);
     }
 }
 
