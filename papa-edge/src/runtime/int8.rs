@@ -36,9 +36,8 @@ impl Arithmetic for Int8 {
 
     /// Wrapping, as int32 hardware does.
     fn dot(ch: &Channel, acc: i32, x: &[i8], w: &[u8]) -> i32 {
-        let zp = ch.input_zero_point;
         x.iter().zip(w).fold(acc, |acc, (&x, &w)| {
-            acc.wrapping_add((i32::from(x) - zp) * i32::from(w as i8))
+            acc.wrapping_add(Self::operand(ch, x) * i32::from(w as i8))
         })
     }
 
@@ -47,9 +46,8 @@ impl Arithmetic for Int8 {
     }
 
     fn axpy(ch: &Channel, acc: &mut [i32], x: impl Iterator<Item = i8>, w: i32) {
-        let zp = ch.input_zero_point;
         for (a, x) in acc.iter_mut().zip(x) {
-            *a = a.wrapping_add((i32::from(x) - zp) * w);
+            *a = a.wrapping_add(Self::operand(ch, x) * w);
         }
     }
 
