@@ -66,6 +66,9 @@ pub enum CliError {
     /// The worker threads could not be started.
     #[error("cannot start the worker threads: {0}")]
     Threads(#[from] rayon::ThreadPoolBuildError),
+    /// `--cpu-path` names a path this CPU cannot run.
+    #[error("--cpu-path: {0}")]
+    CpuPath(#[from] papa_cpu::IsaError),
     /// `--device cuda` on a machine or build that cannot train there.
     #[error("--device cuda: {0}")]
     Device(String),

@@ -4,6 +4,7 @@ use crate::error::CliError;
 use crate::progress::MethodProgress;
 use crate::run_dir;
 use clap::Args;
+use papa_cpu::Isa;
 use papa_train::checkpoint::{save_model, write_atomic};
 use papa_train::config::{build_model, Method, TrainConfig};
 use papa_train::data::{self, Splits};
@@ -63,6 +64,11 @@ pub struct TrainArgs {
     /// (only --threads may change; results do not depend on it).
     #[arg(long, conflicts_with_all = ["method", "compare", "population", "epochs", "model", "data", "seed", "train_limit", "config"])]
     resume: Option<PathBuf>,
+    /// The CPU engine's path: portable, avx2 or avx512 (default: the fastest this CPU has;
+    /// a resumed run keeps its own). Only the matrix products' bits depend on it, so a run
+    /// recorded on another machine's path is reproduced, bit for bit, wherever that path runs.
+    #[arg(long, conflicts_with = "resume")]
+    cpu_path: Option<Isa>,
     /// Where the population trains: cpu, or cuda (GPU 0: papa-cuda's engine trains the
     /// whole population there as one batched computation, with the same trainer).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
@@ -152,7 +158,8 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
     let capacity = cfg.engine_capacity();
     match args.device {
         Device::Cpu => {
-            let engine = CpuEngine::new(&spec, cfg.population, capacity)?;
+            let isa = cpu_path(&args)?;
+            let engine = CpuEngine::with_isa(&spec, cfg.population, capacity, isa)?;
             train_all(engine, &args, &out, &cfg, &splits, &spec)
         }
         #[cfg(feature = "cuda")]
@@ -172,6 +179,19 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => Err(CliError::Device(NO_CUDA_FEATURE.into())),
     }
+}
+
+/// The CPU engine's path: the one asked for (if this CPU has it), a resumed run's own (if
+/// this CPU has it; else the detected one, which the resume check then refuses by name), or
+/// the fastest this CPU has.
+fn cpu_path(args: &TrainArgs) -> Result<Isa, CliError> {
+    if let Some(isa) = args.cpu_path {
+        return Ok(isa.checked()?);
+    }
+    let recorded = args.resume.as_deref().and_then(run_dir::recorded_cpu_path);
+    Ok(recorded
+        .filter(|isa| isa.is_supported())
+        .unwrap_or_else(Isa::detect))
 }
 
 /// Trains every method of `cfg` on `engine` into `out` (claimed or resumed here) and prints

@@ -5,6 +5,7 @@
 //! is left, and every failure names its file, line or key.
 #![cfg(unix)]
 
+use papa_cpu::Isa;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -403,6 +404,46 @@ fn kill_9_and_resume_give_the_bits_of_an_uninterrupted_run() {
     );
 }
 
+/// The CPU path a run directory records (run.json) and its results report.
+fn recorded_paths(dir: &Path) -> [String; 2] {
+    ["run.json", "results.json"].map(|file| {
+        let json: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        let path = match file {
+            "run.json" => &json["cpu_path"],
+            _ => &json["results"][0]["cpu_path"],
+        };
+        path.as_str().unwrap().to_string()
+    })
+}
+
+#[test]
+fn a_run_on_another_cpu_path_resumes_on_its_own_to_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic_run(dir.path());
+    // Every path this CPU runs below its fastest: what a run recorded on an older machine is.
+    let others = Isa::supported().filter(|isa| *isa != Isa::detect());
+    for isa in others {
+        let path = isa.name();
+        let (a, b) = (dir.path().join(path), dir.path().join(format!("{path}-b")));
+        let run = |out: &Path| {
+            let mut args = train_args(dir.path(), out, &["--method", "papa-all"], "4", "2");
+            args.extend(["--cpu-path".to_string(), path.to_string()]);
+            args
+        };
+        let reference = papa(&run(&a), None);
+        assert!(reference.status.success(), "{}", stderr(&reference));
+        assert_eq!(recorded_paths(&a), [path, path]);
+        // Killed half-way through its second checkpoint, then resumed with no path given.
+        crash_in_write(&run(&b), &b, "papa-all.safetensors", 2);
+        let out = papa(&resume_args(&b, "1"), None);
+        assert!(out.status.success(), "{path}: {}", stderr(&out));
+        assert_eq!(recorded_paths(&b), [path, path]);
+        let compared = assert_same_run(&a, &b);
+        assert!(compared >= 5, "{path}: only {compared} files compared");
+    }
+}
+
 #[test]
 fn a_kill_during_the_first_settings_write_leaves_no_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -724,6 +765,10 @@ fn bad_data_flags_and_models_are_named() {
         args
     };
     fails(&with(&["--threads", "lots"]), &["--threads", "lots"]);
+    fails(
+        &with(&["--cpu-path", "neon"]),
+        &["--cpu-path", "unknown CPU path `neon`", "avx2"],
+    );
     fails(
         &with(&["--compare", "--method", "papa"]),
         &["--compare", "--method"],
