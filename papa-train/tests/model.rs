@@ -605,23 +605,7 @@ fn relu_and_maxpool_backward_match_finite_differences() {
     check_network(&relu_pool, 2, 3, Mode::Train, 18);
 }
 
-fn small_cnn() -> ModelSpec {
-    let layers = vec![
-        Layer::conv3x3(4),
-        Layer::BatchNorm,
-        Layer::Relu,
-        Layer::max_pool2(),
-        Layer::conv3x3(5),
-        Layer::BatchNorm,
-        Layer::Relu,
-        Layer::max_pool2(),
-        Layer::Flatten,
-        Layer::Linear { out_features: 6 },
-        Layer::Relu,
-        Layer::Linear { out_features: 3 },
-    ];
-    seq(layers, 2, 8, 8, 3)
-}
+include!("conformance/small_cnn.rs");
 
 #[test]
 fn whole_network_with_cross_entropy_matches_finite_differences() {

@@ -25,24 +25,12 @@ const B: usize = 6;
 /// Builds the engine under test for a model, P members and batches of up to B.
 type Make<'a, E> = &'a dyn Fn(&ModelSpec, usize, usize) -> Result<E, EngineError>;
 
+include!("small_cnn.rs");
+
 /// The models of the suite: a CNN with every op the zoo uses, and an MLP.
 fn models() -> Vec<(&'static str, ModelSpec)> {
-    let cnn = vec![
-        Layer::conv3x3(4),
-        Layer::BatchNorm,
-        Layer::Relu,
-        Layer::max_pool2(),
-        Layer::conv3x3(5),
-        Layer::BatchNorm,
-        Layer::Relu,
-        Layer::max_pool2(),
-        Layer::Flatten,
-        Layer::Linear { out_features: 6 },
-        Layer::Relu,
-        Layer::Linear { out_features: 3 },
-    ];
     vec![
-        ("cnn", ModelSpec::new(&cnn, [2, 8, 8], 3).unwrap()),
+        ("cnn", small_cnn()),
         (
             "mlp",
             ModelSpec::new(&zoo::mlp(&[7, 5], 4), [1, 5, 5], 4).unwrap(),
