@@ -10,8 +10,9 @@ fmnist-cnn-s-p5-e12-s<seed>-<method>[-<variant>], the variant being the config f
 over configs/paper.toml (none: papa's own schedule, separate initialisations).
 
 Prints, per method and variant: the final model on test and on validation (mean +- std over
-seeds), its gain over the independent members' mean of the same seed (the `none` run of the
-same initialisation, so the comparison stays paired), then each method's default variant:
+seeds), its gains over the independent members' mean and over independent training's final
+model of the same seed (the `none` run of the same initialisation, so the comparison stays
+paired), then each method's default variant:
 the one whose final model has the best mean VALIDATION accuracy over the seeds every variant
 of that method has run (test never decides). Last, the diversity per epoch, mean over seeds.
 """
@@ -79,26 +80,30 @@ def main():
                 by_name[os.path.basename(d)] = d
         dirs = sorted(by_name.values())
     runs = load(dirs)
-    # The independent members' mean per (seed, initialisation): what a variant is paired with.
-    independent = {(r["seed"], same_init(r["variant"])): r["members_mean"]
+    # Independent training per (seed, initialisation): what a variant is paired with.
+    independent = {(r["seed"], same_init(r["variant"])): r
                    for r in runs if r["method"] == "none"}
     cells = {}
     for r in sorted(runs, key=lambda r: (ORDER.index(r["method"]), r["label"], r["seed"])):
         cells.setdefault((r["method"], r["label"]), {})[r["seed"]] = r
 
     print("| method | variant | seeds | final model (test) | final model (validation) "
-          "| members mean (test) | final - independent members, same seed and init (per seed) |")
-    print("|---|---|---|---|---|---|---|")
+          "| members mean (test) | final - independent members, same seed and init (per seed) "
+          "| final - independent training's final model (per seed) |")
+    print("|---|---|---|---|---|---|---|---|")
     for (method, lab), by_seed in cells.items():
         rs = list(by_seed.values())
         vals = [validation(r) for r in rs if validation(r) is not None]
-        gains = [r["final_model"] - independent[(r["seed"], same_init(r["variant"]))]
+        pairs = [(r, independent[(r["seed"], same_init(r["variant"]))])
                  for r in rs if (r["seed"], same_init(r["variant"])) in independent]
+        gains = [r["final_model"] - ind["members_mean"] for r, ind in pairs]
+        over_final = [r["final_model"] - ind["final_model"] for r, ind in pairs]
         val_seeds = "" if len(vals) == len(rs) else f" ({len(vals)} of {len(rs)} seeds)"
         print(f"| {method} | {lab} | {', '.join(str(s) for s in by_seed)} "
               f"| {mean_sd([r['final_model'] for r in rs])} | {mean_sd(vals)}{val_seeds} "
               f"| {mean_sd([r['members_mean'] for r in rs])} "
-              f"| {mean_sd(gains)} ({signed(gains)}) |")
+              f"| {mean_sd(gains)} ({signed(gains)}) "
+              f"| {mean_sd(over_final)} ({signed(over_final)}) |")
 
     print("\nDefault variant per method, on validation only:")
     for method in ORDER:
