@@ -123,13 +123,13 @@ fn difference(out: &Path, cfg: &TrainConfig, record: &RunRecord) -> Option<Strin
     }
 }
 
-/// The record in `dir`, if it reads.
 /// The CPU path the run in `dir` was recorded with (`None`: no readable record, or a path
 /// this papa does not know).
 pub fn recorded_cpu_path(dir: &Path) -> Option<Isa> {
     recorded(dir)?.cpu_path.parse().ok()
 }
 
+/// The record in `dir`, if it reads.
 fn recorded(dir: &Path) -> Option<RunRecord> {
     let json = std::fs::read_to_string(dir.join(RECORD_FILE)).ok()?;
     serde_json::from_str(&json).ok()

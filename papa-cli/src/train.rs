@@ -126,6 +126,7 @@ fn configure(args: &TrainArgs) -> Result<TrainConfig, CliError> {
 
 /// Trains every method of the settings into the run directory and prints the comparison.
 pub fn run(args: TrainArgs) -> Result<(), CliError> {
+    let isa = cpu_path(&args)?;
     check_device(args.device)?;
     let (out, cfg) = match &args.resume {
         Some(dir) => {
@@ -158,7 +159,6 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
     let capacity = cfg.engine_capacity();
     match args.device {
         Device::Cpu => {
-            let isa = cpu_path(&args)?;
             let engine = CpuEngine::with_isa(&spec, cfg.population, capacity, isa)?;
             train_all(engine, &args, &out, &cfg, &splits, &spec)
         }
@@ -185,6 +185,11 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
 /// this CPU has it; else the detected one, which the resume check then refuses by name), or
 /// the fastest this CPU has.
 fn cpu_path(args: &TrainArgs) -> Result<Isa, CliError> {
+    if args.device != Device::Cpu && args.cpu_path.is_some() {
+        return Err(CliError::Device(
+            "--cpu-path chooses the CPU engine's path; the GPU engine has none".into(),
+        ));
+    }
     if let Some(isa) = args.cpu_path {
         return Ok(isa.checked()?);
     }

@@ -778,6 +778,10 @@ fn bad_data_flags_and_models_are_named() {
         &["--cpu-path", "unknown CPU path `neon`", "avx2"],
     );
     fails(
+        &with(&["--device", "cuda", "--cpu-path", "avx2"]),
+        &["--cpu-path", "the GPU engine has none"],
+    );
+    fails(
         &with(&["--compare", "--method", "papa"]),
         &["--compare", "--method"],
     );
