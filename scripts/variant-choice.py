@@ -50,11 +50,9 @@ def load(dirs):
         if not m or not os.path.isfile(path):
             continue
         seed, method, variant = int(m[1]), m[2], m[3] or ""
-        # The CPU path decides the bits (DESIGN-NOTES, "Bits per path"): shown beside each seed.
-        cpu_path = json.load(open(os.path.join(d, "run.json"))).get("cpu_path", "?")
         for r in json.load(open(path))["results"]:
             assert r["method"] == method and r["seed"] == seed, f"{path} holds another run"
-            runs.append(dict(r, variant=variant, label=label(method, variant), cpu_path=cpu_path))
+            runs.append(dict(r, variant=variant, label=label(method, variant)))
     return runs
 
 
@@ -101,6 +99,7 @@ def main():
         gains = [r["final_model"] - ind["members_mean"] for r, ind in pairs]
         over_final = [r["final_model"] - ind["final_model"] for r, ind in pairs]
         val_seeds = "" if len(vals) == len(rs) else f" ({len(vals)} of {len(rs)} seeds)"
+        # The CPU path decides the bits (DESIGN-NOTES, "Bits per path"): shown beside each seed.
         seeds = ", ".join(f"{s} ({r['cpu_path']})" for s, r in by_seed.items())
         print(f"| {method} | {lab} | {seeds} "
               f"| {mean_sd([r['final_model'] for r in rs])} | {mean_sd(vals)}{val_seeds} "

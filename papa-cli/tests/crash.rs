@@ -406,15 +406,14 @@ fn kill_9_and_resume_give_the_bits_of_an_uninterrupted_run() {
 
 /// The CPU path a run directory records (run.json) and its results report.
 fn recorded_paths(dir: &Path) -> [String; 2] {
-    ["run.json", "results.json"].map(|file| {
-        let json: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(dir.join(file)).unwrap()).unwrap();
-        let path = match file {
-            "run.json" => &json["cpu_path"],
-            _ => &json["results"][0]["cpu_path"],
-        };
-        path.as_str().unwrap().to_string()
-    })
+    let json = |file: &str| -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(dir.join(file)).unwrap()).unwrap()
+    };
+    let name = |path: &serde_json::Value| path.as_str().unwrap().to_string();
+    [
+        name(&json("run.json")["cpu_path"]),
+        name(&json("results.json")["results"][0]["cpu_path"]),
+    ]
 }
 
 #[test]
