@@ -15,6 +15,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// Bundled Fashion-MNIST with small validation and test splits, so that a test trains in
 /// seconds.
 fn small_splits() -> Splits {
+    evaluated_on(400, 500)
+}
+
+/// Bundled Fashion-MNIST with `val` validation and `test` test samples.
+fn evaluated_on(val: usize, test: usize) -> Splits {
     let mut splits = data::load("fashion-mnist", 0.1, 0).expect("bundled data");
     splits.normalize().unwrap();
     let keep = |d: &mut Dataset, n: usize| {
@@ -22,8 +27,8 @@ fn small_splits() -> Splits {
         d.images.truncate(n * sl);
         d.labels.truncate(n);
     };
-    keep(&mut splits.val, 400);
-    keep(&mut splits.test, 500);
+    keep(&mut splits.val, val);
+    keep(&mut splits.test, test);
     splits
 }
 
@@ -70,7 +75,9 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn same_bits_on_one_and_two_threads() {
-    let splits = small_splits();
+    // Evaluation is most of a small cnn-s run (the soups are scored on both splits); the
+    // bits of training and of the rules do not need many samples to be compared.
+    let splits = evaluated_on(100, 100);
     let cfg = small_config("cnn-s");
     for method in [Method::Papa, Method::Papa2] {
         let one = run(&cfg, &splits, method, 1, None);
