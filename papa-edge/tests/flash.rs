@@ -8,10 +8,9 @@
 
 mod common;
 
-use common::{moderate_batchnorm, Card};
-use papa_core::rng::Rng;
+use common::{moderate_batchnorm, quantised, stored_pixels, Card};
 use papa_edge::flash::{arena_len_of, write, FlashModel, ImageError, Precision, RunError};
-use papa_edge::onnx::{calibrate, fold, quantize, Quantized};
+use papa_edge::onnx::{fold, quantize, Quantized};
 use papa_edge::quant::{Calibration, Range};
 use papa_edge::runtime::Input;
 use papa_model::file::ModelFile;
@@ -106,26 +105,12 @@ fn mlp() -> ModelFile {
     random_model(&zoo::mlp(&[16, 8], 4), [1, 5, 6], 4, 12)
 }
 
-/// Random 8-bit samples as the dataset stores them.
-fn pixels(model: &ModelFile, samples: usize, seed: u64) -> Vec<u8> {
-    let mut rng = Rng::new(seed);
-    let len = samples * model.card.spec().unwrap().input_len();
-    (0..len)
-        .map(|_| (rng.uniform_f32() * 256.0) as u8)
-        .collect()
-}
-
-fn quantised(model: &ModelFile, stored: &[u8]) -> Quantized {
-    let values: Vec<f32> = stored.iter().map(|&v| f32::from(v)).collect();
-    quantize(model, &calibrate(model, &values).unwrap()).unwrap()
-}
-
 #[test]
 fn the_f32_runtime_matches_papas_forward() {
     for model in [cnn(), wide(), mlp()] {
         let spec = model.card.spec().unwrap();
         let n = 64;
-        let stored = pixels(&model, n, 1);
+        let stored = stored_pixels(&model, n, 1);
         let image = write::f32(&model).unwrap();
         let flash = FlashModel::parse(&image).unwrap();
         assert_eq!(flash.precision(), Precision::F32);
@@ -293,7 +278,7 @@ fn the_int8_runtime_is_bit_exact_with_the_layer_by_layer_integer_forward() {
     };
     for model in [cnn(), wide(), strided(), mlp()] {
         let spec = model.card.spec().unwrap();
-        let calibration_set = pixels(&model, 128, 2);
+        let calibration_set = stored_pixels(&model, 128, 2);
         let q = if model.card.layers.len() == strided().card.layers.len() {
             by_f32_image(&model, &calibration_set)
         } else {
@@ -304,7 +289,7 @@ fn the_int8_runtime_is_bit_exact_with_the_layer_by_layer_integer_forward() {
         assert_eq!(arena_len_of(&image), flash.arena_len());
         let mut arena = vec![0i8; flash.arena_len()];
         let (mut distinct, n) = (std::collections::BTreeSet::new(), 200);
-        for sample in pixels(&model, n, 3).chunks(spec.input_len()) {
+        for sample in stored_pixels(&model, n, 3).chunks(spec.input_len()) {
             let expected = reference_int8(&q, sample);
             let got = flash.infer_int8(Input::Bytes(sample), &mut arena).unwrap();
             assert_eq!(got.logits, &expected[..], "{}", model.card.name);
@@ -334,7 +319,7 @@ fn the_int8_runtime_is_bit_exact_with_the_layer_by_layer_integer_forward() {
 fn the_int8_model_agrees_with_the_f32_one() {
     let model = cnn();
     let spec = model.card.spec().unwrap();
-    let stored = pixels(&model, 300, 4);
+    let stored = stored_pixels(&model, 300, 4);
     let q = quantised(&model, &stored);
     let (i8_image, f32_image) = (write::int8(&q).unwrap(), write::f32(&model).unwrap());
     let (qm, fm) = (
@@ -404,7 +389,7 @@ fn the_c_source_compiles_and_holds_the_image() {
 #[test]
 fn bad_images_and_inputs_are_typed_errors() {
     let model = cnn();
-    let q = quantised(&model, &pixels(&model, 32, 5));
+    let q = quantised(&model, &stored_pixels(&model, 32, 5));
     let image = write::int8(&q).unwrap();
     let parse = |b: &[u8]| FlashModel::parse(b).map(|_| ()).unwrap_err();
 

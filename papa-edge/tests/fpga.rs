@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::Card;
+use common::{quantised, stored_pixels, Card};
 use papa_core::rng::Rng;
 use papa_edge::flash::{write, FlashModel, Precision};
 use papa_edge::fpga::{self, limits, memory, FpgaError, FpgaExport};
-use papa_edge::onnx::{calibrate, quantize, Quantized};
 use papa_edge::runtime::Input;
 use papa_model::file::ModelFile;
 use papa_model::layer::Layer;
@@ -43,19 +42,6 @@ fn mlp() -> ModelFile {
     random_model(&zoo::mlp(&[16, 8], 4), [1, 5, 6], 4, 22)
 }
 
-fn pixels(model: &ModelFile, samples: usize, seed: u64) -> Vec<u8> {
-    let mut rng = Rng::new(seed);
-    let len = samples * model.card.spec().unwrap().input_len();
-    (0..len)
-        .map(|_| (rng.uniform_f32() * 256.0) as u8)
-        .collect()
-}
-
-fn quantised(model: &ModelFile, stored: &[u8]) -> Quantized {
-    let values: Vec<f32> = stored.iter().map(|&v| f32::from(v)).collect();
-    quantize(model, &calibrate(model, &values).unwrap()).unwrap()
-}
-
 fn file<'a>(export: &'a FpgaExport, path: &str) -> &'a str {
     &export
         .files
@@ -68,8 +54,8 @@ fn file<'a>(export: &'a FpgaExport, path: &str) -> &'a str {
 #[test]
 fn golden_vectors_are_the_int8_runtimes_layer_outputs_read_back_from_the_files() {
     for model in [cnn(), mlp()] {
-        let q = quantised(&model, &pixels(&model, 64, 1));
-        let samples = pixels(&model, 7, 2);
+        let q = quantised(&model, &stored_pixels(&model, 64, 1));
+        let samples = stored_pixels(&model, 7, 2);
         let export = fpga::export(&q, &samples).unwrap();
         let image = write::int8(&q).unwrap();
         let flash = FlashModel::parse(&image).unwrap();
@@ -155,8 +141,8 @@ fn memory_files_round_trip() {
 #[test]
 fn the_header_gives_every_layer_and_the_rtl_widths_are_the_exporters() {
     let model = cnn();
-    let q = quantised(&model, &pixels(&model, 32, 1));
-    let export = fpga::export(&q, &pixels(&model, 1, 2)).unwrap();
+    let q = quantised(&model, &stored_pixels(&model, 32, 1));
+    let export = fpga::export(&q, &stored_pixels(&model, 1, 2)).unwrap();
     let vh = file(&export, "model.vh");
     assert!(vh.contains("localparam integer NUM_LAYERS = 4;"), "{vh}");
     assert!(vh.contains("localparam integer IN_LEN = 162;"));
@@ -199,8 +185,8 @@ fn what_the_hardware_cannot_express_is_refused() {
         2,
         1,
     );
-    let q = quantised(&model, &pixels(&model, 8, 1));
-    let err = fpga::export(&q, &pixels(&model, 1, 2)).unwrap_err();
+    let q = quantised(&model, &stored_pixels(&model, 8, 1));
+    let err = fpga::export(&q, &stored_pixels(&model, 1, 2)).unwrap_err();
     assert!(matches!(err, FpgaError::Model(_)), "{err}");
     assert!(err.to_string().contains("ReLU"), "{err}");
 
@@ -211,7 +197,7 @@ fn what_the_hardware_cannot_express_is_refused() {
 
     // More layers than the sequencer counts.
     let deep = random_model(&zoo::mlp(&[2; limits::MAX_LAYERS], 2), [1, 1, 2], 2, 3);
-    let q = quantised(&deep, &pixels(&deep, 8, 1));
+    let q = quantised(&deep, &stored_pixels(&deep, 8, 1));
     let err = fpga::export(&q, &[]).unwrap_err();
     assert!(
         matches!(err, FpgaError::Size { ref what, value, max, .. } if what == "layers" && value == limits::MAX_LAYERS + 1 && max == limits::MAX_LAYERS),
@@ -220,7 +206,7 @@ fn what_the_hardware_cannot_express_is_refused() {
 
     // More weights than the weight memory's address reaches (1,024 x 1,025 > 2^20).
     let wide = random_model(&zoo::mlp(&[1025], 2), [1, 32, 32], 2, 4);
-    let q = quantised(&wide, &pixels(&wide, 2, 1));
+    let q = quantised(&wide, &stored_pixels(&wide, 2, 1));
     let err = fpga::export(&q, &[]).unwrap_err();
     assert!(
         matches!(err, FpgaError::Size { value, max, .. } if value == 1024 * 1025 + 1025 * 2 && max == limits::MAX_MEMORY),
@@ -230,7 +216,7 @@ fn what_the_hardware_cannot_express_is_refused() {
 
     // Golden samples that are not whole inputs.
     let model = mlp();
-    let q = quantised(&model, &pixels(&model, 8, 1));
+    let q = quantised(&model, &stored_pixels(&model, 8, 1));
     let err = fpga::export(&q, &[0; 31]).unwrap_err();
     assert!(
         matches!(
@@ -268,8 +254,8 @@ fn the_testbench_matches_the_golden_vectors_when_iverilog_is_installed() {
     }
     let rtl = Path::new(env!("CARGO_MANIFEST_DIR")).join("fpga");
     for (name, model) in [("cnn", cnn()), ("mlp", mlp())] {
-        let q = quantised(&model, &pixels(&model, 64, 1));
-        let export = fpga::export(&q, &pixels(&model, 4, 3)).unwrap();
+        let q = quantised(&model, &stored_pixels(&model, 64, 1));
+        let export = fpga::export(&q, &stored_pixels(&model, 4, 3)).unwrap();
         let dir =
             std::env::temp_dir().join(format!("papa-fpga-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

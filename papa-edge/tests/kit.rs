@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{moderate_batchnorm, random_model, Card};
+use common::{moderate_batchnorm, quantised, random_model, Card};
 use embedded_hal_mock::eh1::delay::{CheckedDelay, NoopDelay, Transaction as DelayTransaction};
 use embedded_hal_mock::eh1::digital::{Mock as PinMock, State, Transaction as PinTransaction};
 use embedded_hal_mock::eh1::i2c::{Mock as I2cMock, Transaction as I2cTransaction};
@@ -18,7 +18,6 @@ use papa_edge::kit::{
     pins_for, Classifier, I2cSampleSource, KitError, SampleSource, SetupError, SpiSampleSource,
     DEFAULT_PERIOD_MS,
 };
-use papa_edge::onnx::{calibrate, quantize};
 use papa_edge::runtime::Input;
 use papa_model::file::ModelFile;
 use papa_model::zoo;
@@ -48,12 +47,7 @@ fn samples(n: usize, seed: u64) -> Vec<Vec<u8>> {
 /// The int8 image (calibrated on 64 random samples) and the f32 one.
 fn images() -> (Vec<u8>, Vec<u8>) {
     let model = model();
-    let stored: Vec<f32> = samples(64, 1)
-        .concat()
-        .iter()
-        .map(|&v| f32::from(v))
-        .collect();
-    let q = quantize(&model, &calibrate(&model, &stored).unwrap()).unwrap();
+    let q = quantised(&model, &samples(64, 1).concat());
     (write::int8(&q).unwrap(), write::f32(&model).unwrap())
 }
 

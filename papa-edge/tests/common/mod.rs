@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use papa_core::rng::Rng;
+use papa_edge::onnx::{calibrate, quantize, Quantized};
 use papa_model::card::{ModelCard, Normalization};
 use papa_model::file::ModelFile;
 use papa_model::layer::Layer;
@@ -93,4 +94,19 @@ pub fn random_model(
         vec![],
     );
     ModelFile { card, params }
+}
+
+/// `samples` random 8-bit samples of `model`'s input, as the dataset stores them.
+pub fn stored_pixels(model: &ModelFile, samples: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let len = samples * model.card.spec().unwrap().input_len();
+    (0..len)
+        .map(|_| (rng.uniform_f32() * 256.0) as u8)
+        .collect()
+}
+
+/// `model` quantised to int8, calibrated on the `stored` samples.
+pub fn quantised(model: &ModelFile, stored: &[u8]) -> Quantized {
+    let values: Vec<f32> = stored.iter().map(|&v| f32::from(v)).collect();
+    quantize(model, &calibrate(model, &values).unwrap()).unwrap()
 }
