@@ -6,13 +6,12 @@
 
 mod common;
 
-use common::{moderate_batchnorm, quantised, random_model, Card};
+use common::{moderate_batchnorm, quantised, random_model, stored_pixels, Card};
 use embedded_hal_mock::eh1::delay::{CheckedDelay, NoopDelay, Transaction as DelayTransaction};
 use embedded_hal_mock::eh1::digital::{Mock as PinMock, State, Transaction as PinTransaction};
 use embedded_hal_mock::eh1::i2c::{Mock as I2cMock, Transaction as I2cTransaction};
 use embedded_hal_mock::eh1::spi::{Mock as SpiMock, Transaction as SpiTransaction};
 use embedded_hal_mock::eh1::MockError;
-use papa_core::rng::Rng;
 use papa_edge::flash::{write, FlashModel, Precision};
 use papa_edge::kit::{
     pins_for, Classifier, I2cSampleSource, KitError, SampleSource, SetupError, SpiSampleSource,
@@ -36,11 +35,11 @@ fn model() -> ModelFile {
     random_model(&layers, INPUT, CLASSES, 21, Some(moderate_batchnorm), card)
 }
 
-/// `n` random samples of 16 stored bytes.
+/// `n` random samples of 16 stored bytes, one vector each.
 fn samples(n: usize, seed: u64) -> Vec<Vec<u8>> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|_| (0..16).map(|_| (rng.uniform_f32() * 256.0) as u8).collect())
+    stored_pixels(&model(), n, seed)
+        .chunks(INPUT.iter().product())
+        .map(<[u8]>::to_vec)
         .collect()
 }
 
