@@ -14,7 +14,8 @@ seeds), its gains over the independent members' mean and over independent traini
 model of the same seed (the `none` run of the same initialisation, so the comparison stays
 paired), then each method's default variant:
 the one whose final model has the best mean VALIDATION accuracy over the seeds every variant
-of that method has run (test never decides). Last, the diversity per epoch, mean over seeds.
+of that method has run (test never decides); a variant with fewer than 3 seeds is listed as
+not compared yet. Last, the diversity per epoch, mean over seeds.
 """
 import glob
 import json
@@ -112,17 +113,23 @@ def main():
         variants = {lab: s for (m, lab), s in cells.items() if m == method}
         if not variants:
             continue
-        seeds = set.intersection(*(
-            {seed for seed, r in s.items() if validation(r) is not None} for s in variants.values()))
-        if len(variants) < 2 or len(seeds) < 3:
-            have = "; ".join(f"{lab}: seeds {sorted(s for s, r in v.items() if validation(r) is not None)}"
-                             for lab, v in variants.items())
-            print(f"- {method}: not chosen, fewer than 2 variants or 3 common seeds with validation ({have})")
+        validated = {lab: {seed for seed, r in v.items() if validation(r) is not None}
+                     for lab, v in variants.items()}
+        # A variant still running joins the choice once it has 3 seeds; until then the choice
+        # stands among the complete ones and says what it has not compared yet.
+        complete = {lab: seeds for lab, seeds in validated.items() if len(seeds) >= 3}
+        pending = "; ".join(f"{lab}: seeds {sorted(seeds)}"
+                            for lab, seeds in validated.items() if lab not in complete)
+        pending = f"; not compared yet, fewer than 3 seeds: {pending}" if pending else ""
+        seeds = set.intersection(*complete.values()) if complete else set()
+        if len(complete) < 2 or len(seeds) < 3:
+            print(f"- {method}: not chosen, fewer than 2 variants with 3 common seeds"
+                  f" ({'; '.join(f'{lab}: seeds {sorted(s)}' for lab, s in validated.items())})")
             continue
-        scores = {lab: statistics.mean(validation(v[s]) for s in seeds) for lab, v in variants.items()}
+        scores = {lab: statistics.mean(validation(variants[lab][s]) for s in seeds) for lab in complete}
         best = max(scores, key=scores.get)
         listed = ", ".join(f"{lab} {score:.2f}" for lab, score in scores.items())
-        print(f"- {method}: {best} (mean validation over seeds {sorted(seeds)}: {listed})")
+        print(f"- {method}: {best} (mean validation over seeds {sorted(seeds)}: {listed}{pending})")
 
     print("\nPer epoch, mean over seeds: members' test accuracy / the uniform average's /"
           " mean distance to the mean / mean pairwise cosine")
