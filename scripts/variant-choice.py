@@ -115,17 +115,17 @@ def main():
             continue
         validated = {lab: {seed for seed, r in v.items() if validation(r) is not None}
                      for lab, v in variants.items()}
+        have = {lab: f"{lab}: seeds {sorted(seeds)}" for lab, seeds in validated.items()}
         # A variant still running joins the choice once it has 3 seeds; until then the choice
         # stands among the complete ones and says what it has not compared yet.
         complete = {lab: seeds for lab, seeds in validated.items() if len(seeds) >= 3}
-        pending = "; ".join(f"{lab}: seeds {sorted(seeds)}"
-                            for lab, seeds in validated.items() if lab not in complete)
-        pending = f"; not compared yet, fewer than 3 seeds: {pending}" if pending else ""
         seeds = set.intersection(*complete.values()) if complete else set()
         if len(complete) < 2 or len(seeds) < 3:
             print(f"- {method}: not chosen, fewer than 2 variants with 3 common seeds"
-                  f" ({'; '.join(f'{lab}: seeds {sorted(s)}' for lab, s in validated.items())})")
+                  f" ({'; '.join(have.values())})")
             continue
+        pending = "; ".join(have[lab] for lab in validated if lab not in complete)
+        pending = f"; not compared yet, fewer than 3 seeds: {pending}" if pending else ""
         scores = {lab: statistics.mean(validation(variants[lab][s]) for s in seeds) for lab in complete}
         best = max(scores, key=scores.get)
         listed = ", ".join(f"{lab} {score:.2f}" for lab, score in scores.items())
