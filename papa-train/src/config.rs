@@ -134,6 +134,49 @@ pub enum AfterAveraging {
     ResetBatchnorm,
 }
 
+/// Which of PAPA-all and PAPA-2 take their first averaging after the first epoch (the
+/// paper's code, `mix_from_start`: after epochs 1, 4, 7, 10 of 12 for every 3) rather than
+/// after `papa_every_epochs` epochs (3, 6, 9). In TOML: `true` (both), `false` (neither) or
+/// a list of methods.
+///
+/// ```
+/// use papa_train::config::{FromFirstEpoch, Method, TrainConfig};
+/// let both: TrainConfig = toml::from_str("papa_from_first_epoch = true")?;
+/// assert!(both.papa_from_first_epoch.applies_to(Method::PapaAll));
+/// assert!(both.papa_from_first_epoch.applies_to(Method::Papa2));
+/// let listed: TrainConfig = toml::from_str(r#"papa_from_first_epoch = ["papa-all"]"#)?;
+/// assert!(!listed.papa_from_first_epoch.applies_to(Method::Papa2));
+/// let chosen = FromFirstEpoch::default();
+/// assert!(!chosen.applies_to(Method::PapaAll) && chosen.applies_to(Method::Papa2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FromFirstEpoch {
+    /// `true`: both methods; `false`: neither.
+    Both(bool),
+    /// The methods listed (only `papa-all` and `papa-2` are valid).
+    Methods(Vec<Method>),
+}
+
+impl Default for FromFirstEpoch {
+    /// Each method's variant chosen on validation (docs/RESULTS.md, issue 12): PAPA-2 on the
+    /// paper's schedule, PAPA-all on papa's.
+    fn default() -> Self {
+        FromFirstEpoch::Methods(vec![Method::Papa2])
+    }
+}
+
+impl FromFirstEpoch {
+    /// Whether `method`'s first averaging comes after the first epoch.
+    pub fn applies_to(&self, method: Method) -> bool {
+        match self {
+            FromFirstEpoch::Both(both) => *both,
+            FromFirstEpoch::Methods(methods) => methods.contains(&method),
+        }
+    }
+}
+
 /// Where the cosine learning-rate schedule reaches `min_lr`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -221,11 +264,11 @@ pub struct TrainConfig {
     pub papa_step_phase: StepPhase,
     /// PAPA-all and PAPA-2: apply after every this many epochs (never after the last).
     pub papa_every_epochs: u32,
-    /// PAPA-all and PAPA-2: the first averaging after the first epoch, then every
-    /// `papa_every_epochs` from it (the paper's code, `mix_from_start`: after epochs 1, 4,
-    /// 7, 10 of 12 for 3), instead of after epochs 3, 6, 9. On by default: with `same_init`,
-    /// the variant both methods' 3-seed runs chose on validation (docs/RESULTS.md).
-    pub papa_from_first_epoch: bool,
+    /// PAPA-all and PAPA-2: which of them average first after the first epoch, then every
+    /// `papa_every_epochs` from it, instead of after epochs 3, 6, 9 (see
+    /// [`FromFirstEpoch`]). By default PAPA-2 only: with `same_init`, each method's variant
+    /// chosen on validation over 3 seeds (docs/RESULTS.md).
+    pub papa_from_first_epoch: FromFirstEpoch,
     /// Every member starts from one initialisation (member 0's), for every method, the
     /// independent baseline included; the members still differ in data order and recipe.
     pub same_init: bool,
@@ -291,7 +334,7 @@ impl Default for TrainConfig {
             papa_lr_scaling: true,
             papa_step_phase: StepPhase::Run,
             papa_every_epochs: 3,
-            papa_from_first_epoch: true,
+            papa_from_first_epoch: FromFirstEpoch::default(),
             same_init: true,
             after_averaging: AfterAveraging::Repair,
             average_momentum: false,
@@ -433,6 +476,17 @@ impl TrainConfig {
         }
         if self.papa_every_epochs == 0 {
             return bad("papa_every_epochs", "must be at least 1");
+        }
+        if let FromFirstEpoch::Methods(methods) = &self.papa_from_first_epoch {
+            if methods
+                .iter()
+                .any(|m| !matches!(m, Method::PapaAll | Method::Papa2))
+            {
+                return bad(
+                    "papa_from_first_epoch",
+                    "lists only papa-all and papa-2 (the methods that average every few epochs)",
+                );
+            }
         }
         if self.repair_batches == 0 {
             return bad("repair_batches", "must be at least 1");

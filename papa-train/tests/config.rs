@@ -2,7 +2,8 @@
 
 use papa_model::zoo::Zoo;
 use papa_train::config::{
-    build_model, Method, TrainConfig, MIN_DEFAULT_ALPHA, PAPER_ALPHA, PAPER_APPLICATIONS,
+    build_model, FromFirstEpoch, Method, TrainConfig, MIN_DEFAULT_ALPHA, PAPER_ALPHA,
+    PAPER_APPLICATIONS,
 };
 
 #[test]
@@ -158,6 +159,14 @@ fn validation_names_the_key() {
         },
         "papa_every_steps",
     );
+    // Only the methods that average every few epochs have a first averaging to move.
+    bad(
+        TrainConfig {
+            papa_from_first_epoch: FromFirstEpoch::Methods(vec![Method::Papa2, Method::Papa]),
+            ..ok.clone()
+        },
+        "papa_from_first_epoch",
+    );
     bad(
         TrainConfig {
             model: "vgg".into(),
@@ -165,6 +174,43 @@ fn validation_names_the_key() {
         },
         "model",
     );
+}
+
+/// `papa_from_first_epoch` reads as a bool (both methods or neither: the files and run
+/// directories written before it took a list) or as a list, and writes back what it read.
+#[test]
+fn the_first_averaging_is_set_per_method() {
+    let read = |text: &str| toml::from_str::<TrainConfig>(text).unwrap();
+    for (text, papa_all, papa_2) in [
+        ("papa_from_first_epoch = true", true, true),
+        ("papa_from_first_epoch = false", false, false),
+        ("papa_from_first_epoch = [\"papa-all\"]", true, false),
+        (
+            "papa_from_first_epoch = [\"papa-2\", \"papa-all\"]",
+            true,
+            true,
+        ),
+        ("papa_from_first_epoch = []", false, false),
+        // The default: each method's variant chosen on validation.
+        ("", false, true),
+    ] {
+        let cfg = read(text);
+        cfg.validate().unwrap();
+        let first = &cfg.papa_from_first_epoch;
+        assert_eq!(
+            (
+                first.applies_to(Method::PapaAll),
+                first.applies_to(Method::Papa2)
+            ),
+            (papa_all, papa_2),
+            "{text:?}"
+        );
+        assert_eq!(read(&cfg.to_toml().unwrap()), cfg, "{text:?}");
+    }
+    let err = toml::from_str::<TrainConfig>("papa_from_first_epoch = \"papa-all\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("papa_from_first_epoch"), "{err}");
 }
 
 #[test]
@@ -237,7 +283,7 @@ fn replica_config_sets_the_replicas_keys() {
         min_lr_at: MinLrAt::AfterLastStep,
         papa_alpha: Some(0.99),
         papa_step_phase: StepPhase::Epoch,
-        papa_from_first_epoch: true,
+        papa_from_first_epoch: FromFirstEpoch::Both(true),
         after_averaging: AfterAveraging::ResetBatchnorm,
         calibration_batch: 500,
         ..TrainConfig::default()

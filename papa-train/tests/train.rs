@@ -3,7 +3,7 @@
 
 use papa_core::repair::{accumulate, channel_stats, goal_stats, ChannelStats, Moments};
 use papa_cpu::Isa;
-use papa_train::config::{build_model, Augmentation, Method, TrainConfig};
+use papa_train::config::{build_model, Augmentation, FromFirstEpoch, Method, TrainConfig};
 use papa_train::data::{self, Dataset, Splits};
 use papa_train::engine::Reference;
 use papa_train::eval::repair;
@@ -367,23 +367,25 @@ fn papa_all_on_the_papers_schedule_averages_after_the_first_epoch() {
     // Each epoch's record is taken after that epoch's averaging: a PAPA-all leaves every
     // member at the mean (REPAIR moves them alike), so their distance to it is zero.
     let merged = |r: &EpochRecord| r.distance_to_mean.iter().all(|&d| d < 1e-6);
-    let history = |from_first| {
+    let merged_after = |from_first| {
         run(&cfg(from_first), &splits, Method::PapaAll, 1, None)
             .result
             .history
+            .iter()
+            .map(merged)
+            .collect::<Vec<_>>()
     };
     // The paper's: after epoch 1 (then 3, which is the last: never).
-    let paper = history(true);
-    assert_eq!(
-        paper.iter().map(merged).collect::<Vec<_>>(),
-        [true, false, false]
-    );
-    // papa's other schedule: after epoch 2 only.
-    let every = history(false);
-    assert_eq!(
-        every.iter().map(merged).collect::<Vec<_>>(),
-        [false, true, false]
-    );
+    let paper = [true, false, false];
+    // papa's own schedule: after epoch 2 only.
+    let papas = [false, true, false];
+    assert_eq!(merged_after(FromFirstEpoch::Both(true)), paper);
+    assert_eq!(merged_after(FromFirstEpoch::Both(false)), papas);
+    // Set per method: PAPA-all follows its own entry only (the default lists PAPA-2 alone).
+    let listed = |m| FromFirstEpoch::Methods(vec![m]);
+    assert_eq!(merged_after(listed(Method::PapaAll)), paper);
+    assert_eq!(merged_after(listed(Method::Papa2)), papas);
+    assert_eq!(merged_after(FromFirstEpoch::default()), papas);
 }
 
 #[test]

@@ -83,7 +83,7 @@ impl MethodAveraging {
                 momentum: cfg.average_momentum,
             }),
             Method::PapaAll | Method::Papa2 => Self::EveryEpochs(EveryEpochs {
-                schedule: if cfg.papa_from_first_epoch {
+                schedule: if cfg.papa_from_first_epoch.applies_to(method) {
                     Schedule::every_epochs_from_first(cfg.papa_every_epochs)?
                 } else {
                     Schedule::every_epochs(cfg.papa_every_epochs)?
